@@ -1,0 +1,1 @@
+"""vllm-gateway: an OpenAI-compatible gateway for self-hosted vLLM."""

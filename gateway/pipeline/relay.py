@@ -1,0 +1,122 @@
+"""Relay vLLM's answer to the client: whole bodies as bytes, streams event by event.
+
+Streams are forwarded as soon as a complete SSE event is in (no buffering beyond one event);
+only events that mention ``usage`` are parsed, to learn the request's usage and to drop the
+usage-only chunk the gateway asked for on the client's behalf. A client that disconnects makes
+the gateway close the upstream connection at once, which is how vLLM learns to abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+
+from gateway.asgi import Receive, Send, send_response
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, upstream_bad_gateway, upstream_timeout
+from gateway.upstream.transport import UpstreamTransport, as_openai_error
+
+_EVENT_END = b"\n\n"
+_DONE = b"data: [DONE]\n\n"
+_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def relay_whole(
+    ctx: RequestContext,
+    transport: UpstreamTransport,
+    response: aiohttp.ClientResponse,
+    send: Send,
+) -> None:
+    """Forward a non-streamed answer (or an upstream error) with the upstream's status."""
+    try:
+        body = await transport.read(ctx, response)
+    finally:
+        response.release()
+    if response.status >= 400:
+        error = as_openai_error(response.status, body)
+        if error is not None:
+            raise error
+    elif b'"usage"' in body:
+        ctx.usage = orjson.loads(body).get("usage")
+    ctx.status = response.status
+    content_type = response.headers.get("content-type", "application/json").encode()
+    await send_response(send, response.status, body, ctx.response_headers(), content_type)
+
+
+async def relay_stream(
+    ctx: RequestContext, response: aiohttp.ClientResponse, receive: Receive, send: Send
+) -> None:
+    """Forward an SSE stream event by event; end a broken one with an error event."""
+    ctx.status = response.status
+    headers = ctx.response_headers()
+    headers.extend(_STREAM_HEADERS)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    watcher = asyncio.create_task(_close_on_disconnect(receive, response, ctx))
+    pending = b""
+    last_sent = b""
+    failure: GatewayError | None = None
+    try:
+        async for data in response.content.iter_any():
+            if pending:
+                data = pending + data
+            end = data.rfind(_EVENT_END) + 2
+            if end < 2:
+                pending = data
+                continue
+            if end == len(data):
+                events, pending = data, b""
+            else:
+                events, pending = data[:end], data[end:]
+            if b'"usage"' in events:
+                events = _take_usage(ctx, events)
+                if not events:
+                    continue
+            await send({"type": "http.response.body", "body": events, "more_body": True})
+            last_sent = events
+    except TimeoutError:
+        failure = upstream_timeout("the stream stalled")
+    except aiohttp.ClientError as exc:
+        failure = upstream_bad_gateway(f"the stream broke off ({type(exc).__name__})")
+    finally:
+        watcher.cancel()
+        response.release()
+    if ctx.status == CLIENT_CLOSED_REQUEST:
+        return
+    if failure is None and not last_sent.endswith(_DONE):
+        failure = upstream_bad_gateway("the stream ended before [DONE]")
+    if failure is not None:
+        ctx.status = failure.status
+        event = b"data: " + failure.body() + _EVENT_END
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _close_on_disconnect(
+    receive: Receive, response: aiohttp.ClientResponse, ctx: RequestContext
+) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    ctx.status = CLIENT_CLOSED_REQUEST
+    response.close()
+
+
+def _take_usage(ctx: RequestContext, events: bytes) -> bytes:
+    """Record usage from the events that carry it; drop the usage-only chunk unless asked for."""
+    kept = []
+    for event in events.split(_EVENT_END)[:-1]:
+        if b'"usage"' in event and event.startswith(b"data: {"):
+            chunk = orjson.loads(event[6:])
+            usage = chunk.get("usage")
+            if usage:
+                ctx.usage = usage
+                if not chunk.get("choices") and not ctx.client_wants_usage:
+                    continue
+        kept.append(event + _EVENT_END)
+    return b"".join(kept)

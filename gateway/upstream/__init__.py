@@ -1,0 +1,1 @@
+"""Talking to vLLM replicas: the pooled HTTP transport."""

@@ -1,0 +1,8 @@
+"""Shared fixtures: each fixture module in tests/fixtures owns one real process kind."""
+
+pytest_plugins = [
+    "tests.fixtures.processes",
+    "tests.fixtures.standin",
+    "tests.fixtures.real_vllm",
+    "tests.fixtures.gateway",
+]
