@@ -1,15 +1,19 @@
 """The gateway's ASGI application: a route table, the lifespan, and the error boundary.
 
 Dispatch is a dict lookup on (method, path) rather than a framework router: every request
-pays for it, and the gateway serves a handful of fixed paths.
+pays for it, and the gateway serves a handful of fixed paths. The admin API (FastAPI, off the
+hot path) receives every path under /admin/.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from gateway.admin.api import create_admin_app
 from gateway.asgi import Receive, Scope, Send, send_response
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
@@ -19,10 +23,14 @@ from gateway.pipeline import InferencePipeline
 from gateway.pipeline.body import Endpoint
 from gateway.routing import Replica, Router
 from gateway.settings import Settings, load_settings
+from gateway.tenancy.auth import KeyAuthenticator
+from gateway.tenancy.open_store import open_store
+from gateway.tenancy.secrets import KeyHasher, server_secret
 from gateway.upstream.transport import UpstreamTransport
 
 Handler = Callable[[RequestContext, Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("gateway")
+ADMIN_PREFIX = "/admin/"
 
 
 class GatewayApp:
@@ -30,10 +38,27 @@ class GatewayApp:
         if settings.upstream.url is None:
             raise ValueError("upstream.url is not set (VLLM_GATEWAY_UPSTREAM__URL)")
         self.settings = settings
+        store_settings = settings.store
+        self.store = open_store(
+            store_settings.redis_url,
+            store_settings.sqlite_path,
+            store_settings.redis_prefix,
+            store_settings.redis_timeout_s,
+        )
+        secret = settings.auth.key_hash_secret
+        hasher = KeyHasher(
+            server_secret(
+                secret.get_secret_value() if secret else None,
+                store_settings.redis_url,
+                store_settings.sqlite_path,
+            )
+        )
+        self.authenticator = KeyAuthenticator(self.store, hasher, settings.auth.key_cache_ttl_s)
+        guard = self.authenticator if settings.auth.enabled else None
         self.transport = UpstreamTransport(settings.upstream)
         router = Router([Replica(str(settings.upstream.url).rstrip("/"))])
-        pipeline = InferencePipeline(self.transport, router, settings.server.max_body_bytes)
-        models = ModelsApi(self.transport, router)
+        pipeline = InferencePipeline(guard, self.transport, router, settings.server.max_body_bytes)
+        models = ModelsApi(guard, self.transport, router)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", endpoint.path): partial(pipeline, endpoint) for endpoint in Endpoint
         }
@@ -42,10 +67,15 @@ class GatewayApp:
         self._routes[("GET", "/readyz")] = Readiness(self.transport, router).readyz
         self._retrieve_model = models.retrieve
         self._paths = {path for _, path in self._routes}
+        self._admin = create_admin_app(self.store, hasher, settings.admin.all_keys())
+        self._background: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._http(scope, receive, send)
+            if scope["path"].startswith(ADMIN_PREFIX):
+                await self._admin(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -80,11 +110,22 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.transport.start()
+                self._background = asyncio.create_task(self.authenticator.run_background())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.transport.close()
+                await self._shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _shutdown(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+        with contextlib.suppress(Exception):
+            await self.authenticator.flush_last_used()
+        await self.store.close()
+        await self.transport.close()
 
 
 def create_app() -> GatewayApp:

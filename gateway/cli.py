@@ -1,20 +1,18 @@
-"""`vllm-gateway`: run the gateway (and, with no upstream configured, the stand-in beside it)."""
+"""`vllm-gateway`: run the gateway, and manage tenants, keys and the audit trail."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import socket
-import subprocess
+import signal
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import uvicorn
 
+from gateway.admin.cli import add_commands
+from gateway.quickstart import new_admin_key, provision_demo_when_up, standin_upstream
 from gateway.settings import CONFIG_ENV_VAR, Settings, load_settings
 
 
@@ -26,9 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (server.host)")
     serve.add_argument("--port", type=int, help="listen port (server.port)")
     serve.add_argument("--workers", type=int, help="worker processes (server.workers)")
-    serve.add_argument("--upstream", help="vLLM base URL (upstream.url); unset: start the stand-in")
+    serve.add_argument(
+        "--upstream", help="vLLM base URL (upstream.url); unset: quickstart with the stand-in"
+    )
+    serve.set_defaults(func=serve_command)
+    add_commands(sub)
     args = parser.parse_args(argv)
-    return serve_command(args)
+    return args.func(args)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -38,17 +40,26 @@ def serve_command(args: argparse.Namespace) -> int:
         ("VLLM_GATEWAY_SERVER__PORT", args.port),
         ("VLLM_GATEWAY_SERVER__WORKERS", args.workers),
         ("VLLM_GATEWAY_UPSTREAM__URL", args.upstream),
+        (CONFIG_ENV_VAR, args.config),
     ):
         if value is not None:
             os.environ[env_name] = str(value)
-    settings = load_settings(args.config)
+    settings = load_settings()
     if settings.upstream.url is not None:
         _run(settings)
         return 0
-    with _standin() as url:
-        os.environ["VLLM_GATEWAY_UPSTREAM__URL"] = url
-        settings = load_settings(args.config)
-        _print_usage(settings, url)
+    # uvicorn re-raises SIGTERM once drained; exiting by SystemExit instead lets the stand-in
+    # child be stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with standin_upstream() as upstream:
+        os.environ["VLLM_GATEWAY_UPSTREAM__URL"] = upstream
+        admin_keys = settings.admin.all_keys()
+        if not admin_keys:
+            admin_keys = [new_admin_key()]
+            os.environ["VLLM_GATEWAY_ADMIN__KEYS"] = json.dumps(admin_keys)
+        settings = load_settings()
+        url = f"http://{settings.server.host}:{settings.server.port}"
+        provision_demo_when_up(url, admin_keys[0], upstream)
         _run(settings)
     return 0
 
@@ -64,47 +75,6 @@ def _run(settings: Settings) -> None:
         http="httptools",
         access_log=False,
         timeout_graceful_shutdown=int(settings.server.drain_timeout_s),
-    )
-
-
-@contextmanager
-def _standin() -> Iterator[str]:
-    """The vLLM stand-in as a child process on a free loopback port, stopped on exit."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    argv = [sys.executable, "-m", "vllm_server.cli", "standin", "--port", str(port)]
-    process = subprocess.Popen([*argv, "--lora", "tenant-a=/adapters/tenant-a"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the stand-in upstream exited with {process.returncode}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the stand-in upstream did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _print_usage(settings: Settings, upstream: str) -> None:
-    base = f"http://{settings.server.host}:{settings.server.port}/v1"
-    print(
-        f"No upstream configured: serving the vLLM stand-in at {upstream} (not a real model).\n"
-        f"Call the gateway:\n"
-        f"  curl {base}/chat/completions -H 'content-type: application/json' \\\n"
-        f'    -d \'{{"model": "base", "messages": [{{"role": "user", "content": "hi"}}]}}\'\n'
-        f"  python -c \"import openai; c = openai.OpenAI(base_url='{base}', api_key='none'); "
-        f"print(c.chat.completions.create(model='base', messages=[{{'role': 'user', "
-        f"'content': 'hi'}}]).choices[0].message.content)\"",
-        flush=True,
     )
 
 

@@ -1,10 +1,32 @@
-"""Route a request to a vLLM replica (model -> replica + adapter)."""
+"""Route a request: the public model name -> upstream model (base or adapter) -> replica."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.pipeline.body import InferenceRequest
+from gateway.tenancy.models import ModelRoute
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTarget:
+    """The name the client used and the route behind it."""
+
+    public_name: str
+    route: ModelRoute
+
+    @property
+    def upstream_name(self) -> str:
+        """vLLM serves an adapter under its own name, the base model under the served name."""
+        return self.route.adapter or self.route.base_model
+
+    def response_rename(self) -> tuple[bytes, bytes] | None:
+        """The bytes to swap in vLLM's answers so the client sees the name it asked for."""
+        if self.upstream_name == self.public_name:
+            return None
+        return (
+            b'"model":"' + self.upstream_name.encode() + b'"',
+            b'"model":"' + self.public_name.encode() + b'"',
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,5 +44,5 @@ class Router:
             raise ValueError("at least one upstream replica is required")
         self.replicas = replicas
 
-    def route(self, request: InferenceRequest) -> Replica:
+    def route(self, target: ModelTarget | None) -> Replica:
         return self.replicas[0]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +44,39 @@ class UpstreamSettings(BaseModel):
     keepalive_timeout_s: float = Field(30.0, gt=0)
 
 
+class StoreSettings(BaseModel):
+    redis_url: str | None = Field(
+        None, description="shared state for several instances; unset: embedded SQLite file"
+    )
+    sqlite_path: Path = Field(Path("gateway.db"), description="the embedded store's file")
+    redis_prefix: str = Field("vgw:", description="prefix of every Redis key the gateway writes")
+    redis_timeout_s: float = Field(0.5, gt=0, description="no Redis call waits longer")
+
+
+class AuthSettings(BaseModel):
+    enabled: bool = Field(True, description="off: /v1 is open and model names pass through")
+    key_hash_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret for stored key hashes; unset with SQLite: generated once and "
+        "kept in <sqlite_path>.secret; required with Redis (same on every instance)",
+    )
+    key_cache_ttl_s: float = Field(10.0, gt=0, description="validated keys kept in memory")
+
+
+class AdminSettings(BaseModel):
+    keys: list[SecretStr] = Field(
+        default_factory=list, description="admin API keys (env: a JSON list)"
+    )
+    keys_file: Path | None = Field(None, description="file with one admin key per line")
+
+    def all_keys(self) -> list[str]:
+        keys = [key.get_secret_value() for key in self.keys]
+        if self.keys_file is not None:
+            lines = self.keys_file.read_text().splitlines()
+            keys.extend(line.strip() for line in lines if line.strip())
+        return keys
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VLLM_GATEWAY_", env_nested_delimiter="__", extra="forbid"
@@ -51,6 +84,9 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    store: StoreSettings = StoreSettings()
+    auth: AuthSettings = AuthSettings()
+    admin: AdminSettings = AdminSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -70,6 +106,14 @@ class Settings(BaseSettings):
 
 def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
     """Settings from `config_path` (or $VLLM_GATEWAY_CONFIG), the environment and `overrides`."""
-    if config_path is not None:
-        os.environ[CONFIG_ENV_VAR] = str(config_path)
-    return Settings(**overrides)
+    if config_path is None:
+        return Settings(**overrides)
+    previous = os.environ.get(CONFIG_ENV_VAR)
+    os.environ[CONFIG_ENV_VAR] = str(config_path)
+    try:
+        return Settings(**overrides)
+    finally:
+        if previous is None:
+            del os.environ[CONFIG_ENV_VAR]
+        else:
+            os.environ[CONFIG_ENV_VAR] = previous

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.standin",
     "tests.fixtures.real_vllm",
     "tests.fixtures.gateway",
+    "tests.fixtures.redis",
 ]

@@ -82,12 +82,19 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> InferenceRequest:
     return InferenceRequest(endpoint, raw, body, model, stream, client_wants_usage)
 
 
-def upstream_body(request: InferenceRequest) -> bytes:
-    """The bytes for vLLM: the client's own, except that streams always report usage."""
-    if not request.stream:
+def upstream_body(request: InferenceRequest, upstream_model: str | None) -> bytes:
+    """The bytes for vLLM: the client's own unless the model name or stream options change.
+
+    Streams always ask for usage, so the gateway learns what every stream cost.
+    """
+    rename = upstream_model is not None and upstream_model != request.model
+    if not (rename or request.stream):
         return request.raw
-    options = request.body.get("stream_options") or {}
-    request.body["stream_options"] = {**options, "include_usage": True}
+    if rename:
+        request.body["model"] = upstream_model
+    if request.stream:
+        options = request.body.get("stream_options") or {}
+        request.body["stream_options"] = {**options, "include_usage": True}
     return orjson.dumps(request.body)
 
 

@@ -32,6 +32,7 @@ async def relay_whole(
     ctx: RequestContext,
     transport: UpstreamTransport,
     response: aiohttp.ClientResponse,
+    rename: tuple[bytes, bytes] | None,
     send: Send,
 ) -> None:
     """Forward a non-streamed answer (or an upstream error) with the upstream's status."""
@@ -43,15 +44,22 @@ async def relay_whole(
         error = as_openai_error(response.status, body)
         if error is not None:
             raise error
-    elif b'"usage"' in body:
-        ctx.usage = orjson.loads(body).get("usage")
+    else:
+        if rename is not None:
+            body = body.replace(*rename)
+        if b'"usage"' in body:
+            ctx.usage = orjson.loads(body).get("usage")
     ctx.status = response.status
     content_type = response.headers.get("content-type", "application/json").encode()
     await send_response(send, response.status, body, ctx.response_headers(), content_type)
 
 
 async def relay_stream(
-    ctx: RequestContext, response: aiohttp.ClientResponse, receive: Receive, send: Send
+    ctx: RequestContext,
+    response: aiohttp.ClientResponse,
+    rename: tuple[bytes, bytes] | None,
+    receive: Receive,
+    send: Send,
 ) -> None:
     """Forward an SSE stream event by event; end a broken one with an error event."""
     ctx.status = response.status
@@ -74,6 +82,8 @@ async def relay_stream(
                 events, pending = data, b""
             else:
                 events, pending = data[:end], data[end:]
+            if rename is not None:
+                events = events.replace(*rename)
             if b'"usage"' in events:
                 events = _take_usage(ctx, events)
                 if not events:

@@ -7,7 +7,7 @@ import os
 import openai
 import pytest
 
-from tests.fixtures.processes import ServerProcess
+from tests.fixtures.gateway import Gateway
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network for the cost map
 
@@ -15,12 +15,17 @@ MESSAGES = [{"role": "user", "content": "say something"}]
 
 
 @pytest.fixture(scope="module")
-def base_url(gateway: ServerProcess) -> str:
+def base_url(gateway: Gateway) -> str:
     return gateway.url + "/v1"
 
 
-def test_openai_sync_chat_completion_and_embedding(base_url: str) -> None:
-    client = openai.OpenAI(base_url=base_url, api_key="unused")
+@pytest.fixture(scope="module")
+def key(gateway: Gateway) -> str:
+    return gateway.api_key
+
+
+def test_openai_sync_chat_completion_and_embedding(base_url: str, key: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key=key)
     chat = client.chat.completions.create(model="tenant-a", messages=MESSAGES, max_tokens=5)
     assert chat.model == "tenant-a"
     assert chat.choices[0].message.content
@@ -33,8 +38,8 @@ def test_openai_sync_chat_completion_and_embedding(base_url: str) -> None:
     assert client.models.retrieve("tenant-a").id == "tenant-a"
 
 
-def test_openai_stream_with_usage(base_url: str) -> None:
-    client = openai.OpenAI(base_url=base_url, api_key="unused")
+def test_openai_stream_with_usage(base_url: str, key: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key=key)
     stream = client.chat.completions.create(
         model="base",
         messages=MESSAGES,
@@ -48,8 +53,8 @@ def test_openai_stream_with_usage(base_url: str) -> None:
     assert events[-1].usage is not None and events[-1].usage.completion_tokens == 6
 
 
-async def test_openai_async_stream(base_url: str) -> None:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused")
+async def test_openai_async_stream(base_url: str, key: str) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=key)
     stream = await client.chat.completions.create(
         model="tenant-b", messages=MESSAGES, max_tokens=4, stream=True
     )
@@ -59,23 +64,23 @@ async def test_openai_async_stream(base_url: str) -> None:
     await client.close()
 
 
-def test_langchain_invoke_and_stream(base_url: str) -> None:
+def test_langchain_invoke_and_stream(base_url: str, key: str) -> None:
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(model="tenant-a", base_url=base_url, api_key="unused", max_tokens=5)
+    llm = ChatOpenAI(model="tenant-a", base_url=base_url, api_key=key, max_tokens=5)
     answer = llm.invoke("say something")
     assert answer.content
     streamed = "".join(chunk.content for chunk in llm.stream("say something"))
     assert streamed == answer.content  # the stand-in is deterministic per (model, prompt)
 
 
-def test_litellm_completion(base_url: str) -> None:
+def test_litellm_completion(base_url: str, key: str) -> None:
     import litellm
 
     response = litellm.completion(
         model="openai/tenant-b",
         api_base=base_url,
-        api_key="unused",
+        api_key=key,
         messages=MESSAGES,
         max_tokens=5,
     )
@@ -83,7 +88,7 @@ def test_litellm_completion(base_url: str) -> None:
     streamed = litellm.completion(
         model="openai/tenant-b",
         api_base=base_url,
-        api_key="unused",
+        api_key=key,
         messages=MESSAGES,
         max_tokens=5,
         stream=True,

@@ -22,13 +22,16 @@ def test_valid_chat_is_read_without_copying_the_bytes() -> None:
     raw = orjson.dumps(CHAT)
     request = parse_request(Endpoint.CHAT, raw)
     assert (request.model, request.stream, request.client_wants_usage) == ("base", False, False)
-    assert upstream_body(request) is raw
+    assert upstream_body(request, None) is raw
 
 
 def test_stream_forces_include_usage_and_remembers_what_the_client_asked() -> None:
     request = parse(Endpoint.CHAT, {**CHAT, "stream": True, "stream_options": {"x": 1}})
     assert request.client_wants_usage is False
-    assert orjson.loads(upstream_body(request))["stream_options"] == {"x": 1, "include_usage": True}
+    assert orjson.loads(upstream_body(request, None))["stream_options"] == {
+        "x": 1,
+        "include_usage": True,
+    }
     asked = parse(
         Endpoint.CHAT, {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     )
