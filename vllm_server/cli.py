@@ -9,6 +9,7 @@ import importlib
 _COMMANDS = {
     "standin": "vllm_server.standin",
     "up": "vllm_server.launcher",
+    "finetune": "vllm_server.finetune",
 }
 
 
