@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from bench.rss import _descendants_and_self
+
+_CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,8 @@ class StreamResult:
     """Concurrent `stream: true` requests against one path.
 
     `chunks` counts SSE data events other than `[DONE]`; a stream is incomplete when it ends
-    without `[DONE]` or with a non-200 status.
+    without `[DONE]` or with a non-200 status. ITL (inter-token latency) is the gap between
+    consecutive data events after the first one with content, as `vllm bench serve` counts it.
     """
 
     streams: int
@@ -38,6 +45,8 @@ class StreamResult:
     duration_s: float
     ttft_median_ms: float
     ttft_p99_ms: float
+    itl_median_ms: float
+    itl_p99_ms: float
 
     @property
     def chunks_per_s(self) -> float:
@@ -50,6 +59,24 @@ class RssSample:
 
     requests: int
     rss_kib: int
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU seconds used so far by `root_pid` and every live process below it.
+
+    Read before and after a run, the difference is what the tree spent on it; a process that
+    exits in between takes its share with it, which a server that keeps its workers never does.
+    """
+    ticks = 0
+    for pid in _descendants_and_self(root_pid):
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        # After the parenthesised command name: utime and stime, fields 14 and 15 of proc(5).
+        fields = text[text.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / _CLOCK_TICKS_PER_S
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -16,7 +16,7 @@ import orjson
 
 from bench import streams
 from bench.loadgen import plain_load
-from bench.measures import PlainResult, RssSample, StreamResult
+from bench.measures import PlainResult, RssSample, StreamResult, tree_cpu_seconds
 from bench.rss import tree_rss_kib
 from bench.servers import MODEL, Target, set_token_delay
 
@@ -38,7 +38,7 @@ class BenchSettings:
     streams: int
     stream_tokens: int
     stream_seconds: int
-    stream_token_delay_ms: float
+    paced_token_delay_ms: float
     rss_requests: int
     rss_samples: int
 
@@ -60,12 +60,32 @@ class BenchSettings:
 
 
 @dataclass
-class BenchResults:
-    """Everything measured, keyed by path name; `gateway_rss_kib` by checkpoint."""
+class StreamPhase:
+    """One streaming phase over every path, with the stand-in's pause between tokens in it.
 
+    With no pause, chunks/s measures how fast each path relays, but on a saturated 2-core
+    machine TTFT then mostly measures CPU contention; paced at about the rate vLLM on a GPU
+    streams each response under load, TTFT shows what a path adds for a real client.
+    """
+
+    label: str
+    token_delay_ms: float
+    by_path: dict[str, StreamResult] = field(default_factory=dict)
+
+    def added_ttft_median_ms(self, path: str) -> float:
+        return self.by_path[path].ttft_median_ms - self.by_path["direct"].ttft_median_ms
+
+
+@dataclass
+class BenchResults:
+    """Everything measured, keyed by path name; `gateway_rss_kib` by checkpoint;
+    `throughput_cpu_s`: CPU seconds each path's own process tree spent on its c=16 run."""
+
+    relay_streams: StreamPhase
+    paced_streams: StreamPhase
     latency: dict[str, PlainResult] = field(default_factory=dict)
     throughput: dict[str, PlainResult] = field(default_factory=dict)
-    streaming: dict[str, StreamResult] = field(default_factory=dict)
+    throughput_cpu_s: dict[str, float] = field(default_factory=dict)
     gateway_rss_kib: dict[str, int] = field(default_factory=dict)
     long_run: list[RssSample] = field(default_factory=list)
     long_run_errors: int = 0
@@ -74,6 +94,14 @@ class BenchResults:
     def rss_growth_pct(self) -> float:
         first, last = self.long_run[0].rss_kib, self.long_run[-1].rss_kib
         return (last - first) / first * 100
+
+    @property
+    def stream_phases(self) -> tuple[StreamPhase, StreamPhase]:
+        return self.relay_streams, self.paced_streams
+
+    def cpu_s_per_1k_requests(self, path: str) -> float:
+        requests = self.throughput[path].requests
+        return self.throughput_cpu_s[path] / requests * 1000 if requests else math.nan
 
 
 def check_answers(paths: dict[str, Target], settings: BenchSettings) -> None:
@@ -88,7 +116,11 @@ def check_answers(paths: dict[str, Target], settings: BenchSettings) -> None:
 
 
 def run_all(paths: dict[str, Target], settings: BenchSettings) -> BenchResults:
-    results = BenchResults()
+    pace = settings.paced_token_delay_ms
+    results = BenchResults(
+        relay_streams=StreamPhase("relay capacity (no pause)", 0.0),
+        paced_streams=StreamPhase(f"paced ({pace:g} ms/token)", pace),
+    )
     gateway_pid = paths["gateway"].pid
     results.gateway_rss_kib["start"] = tree_rss_kib(gateway_pid)
     plain = settings.plain_body()
@@ -103,26 +135,35 @@ def run_all(paths: dict[str, Target], settings: BenchSettings) -> BenchResults:
     for target in paths.values():
         _announce(f"requests/s at c={concurrency}", target)
         plain_load(target, plain, concurrency, settings.warmup_seconds)
+        cpu_before = tree_cpu_seconds(target.pid)
         results.throughput[target.name] = plain_load(
             target, plain, concurrency, settings.throughput_seconds
         )
+        results.throughput_cpu_s[target.name] = tree_cpu_seconds(target.pid) - cpu_before
     results.gateway_rss_kib["after throughput phase"] = tree_rss_kib(gateway_pid)
 
-    stream_body = settings.stream_body()
-    set_token_delay(paths["direct"].base_url, settings.stream_token_delay_ms)
-    for target in paths.values():
-        _announce(f"{settings.streams} concurrent streams", target)
-        streams.run(target, stream_body, settings.streams, settings.warmup_seconds)
-        results.streaming[target.name] = streams.run(
-            target, stream_body, settings.streams, settings.stream_seconds
-        )
-    set_token_delay(paths["direct"].base_url, 0)
-    results.gateway_rss_kib["after streaming phase"] = tree_rss_kib(gateway_pid)
+    for phase in results.stream_phases:
+        _stream_phase(paths, settings, phase)
+        results.gateway_rss_kib[f"after {phase.label} streams"] = tree_rss_kib(gateway_pid)
 
     _announce(f"RSS over {settings.rss_requests} requests", paths["gateway"])
     _long_run(paths["gateway"], settings, results)
     results.gateway_rss_kib["after long run"] = results.long_run[-1].rss_kib
     return results
+
+
+def _stream_phase(paths: dict[str, Target], settings: BenchSettings, phase: StreamPhase) -> None:
+    """Run `settings.streams` concurrent streams against each path with the stand-in pausing
+    `phase.token_delay_ms` between tokens; later phases get the stand-in back unpaused."""
+    body = settings.stream_body()
+    set_token_delay(paths["direct"].base_url, phase.token_delay_ms)
+    for target in paths.values():
+        _announce(f"{settings.streams} concurrent streams, {phase.label}", target)
+        streams.run(target, body, settings.streams, settings.warmup_seconds)
+        phase.by_path[target.name] = streams.run(
+            target, body, settings.streams, settings.stream_seconds
+        )
+    set_token_delay(paths["direct"].base_url, 0)
 
 
 def _long_run(target: Target, settings: BenchSettings, results: BenchResults) -> None:

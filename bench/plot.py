@@ -17,18 +17,25 @@ _COLORS = {"direct": "#7f7f7f", "gateway": "#2ca02c", "litellm": "#d62728"}
 def save(results: BenchResults, path: Path, labels: dict[str, str]) -> None:
     names = list(results.latency)
     concurrency = results.throughput["gateway"].concurrency
+    relay, paced = results.relay_streams, results.paced_streams
     panels = [
         ("median latency at c=1 (ms)", [results.latency[n].median_ms for n in names]),
         ("p99 latency at c=1 (ms)", [results.latency[n].p99_ms for n in names]),
         (f"requests/s at c={concurrency}", [results.throughput[n].rps for n in names]),
-        ("stream chunks/s", [results.streaming[n].chunks_per_s for n in names]),
         (
-            "median TTFT, concurrent streams (ms)",
-            [results.streaming[n].ttft_median_ms for n in names],
+            f"CPU s per 1k requests at c={concurrency}",
+            [results.cpu_s_per_1k_requests(n) for n in names],
         ),
+        (f"stream chunks/s, {relay.label}", [relay.by_path[n].chunks_per_s for n in names]),
+        (
+            f"median TTFT (ms), {relay.label}",
+            [relay.by_path[n].ttft_median_ms for n in names],
+        ),
+        (f"median TTFT (ms), {paced.label}", [paced.by_path[n].ttft_median_ms for n in names]),
+        (f"p99 TTFT (ms), {paced.label}", [paced.by_path[n].ttft_p99_ms for n in names]),
     ]
-    figure = Figure(figsize=(15, 8), layout="constrained")
-    axes = figure.subplots(2, 3)
+    figure = Figure(figsize=(15, 12), layout="constrained")
+    axes = figure.subplots(3, 3)
     for axis, (title, values) in zip(axes.flat, panels, strict=False):
         bars = axis.bar([labels[n] for n in names], values, color=[_COLORS[n] for n in names])
         axis.bar_label(bars, fmt=_label)

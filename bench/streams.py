@@ -1,15 +1,19 @@
-"""Concurrent streaming load with aiohttp: chunks received per second and time to first token.
+"""Concurrent streaming load with aiohttp: chunks per second, time to first token and the gaps
+between tokens.
 
 TTFT is measured to the first SSE event whose delta carries non-empty content, not to the
 first byte: vLLM opens each stream with an empty role-only chunk, and a proxy that sends
 headers early but buffers tokens must not look fast. Only events up to that one are parsed
-as JSON; the rest are just counted, to keep this client's CPU cost low.
+as JSON; the rest are just counted and timed, to keep this client's CPU cost low. Every event
+read in one piece gets that read's time, so events that arrive together have no gap between
+them, as in `vllm bench serve`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,11 +22,15 @@ import orjson
 from bench.measures import StreamResult, percentile
 from bench.servers import Target
 
+# Where several lanes share the streams: one path and the body it gets (e.g. one per tenant).
+Lane = tuple[Target, bytes]
+
 
 @dataclass(frozen=True)
 class _StreamOutcome:
     ttft_s: float | None
     chunks: int
+    gaps_s: list[float]
     complete: bool
 
 
@@ -30,15 +38,22 @@ def run(target: Target, body: bytes, streams: int, seconds: float) -> StreamResu
     """Keep `streams` streams open at once, each worker opening its next stream as soon as
     one ends, until `seconds` have passed; the streams still open then run to their end and
     count too, so the duration covers every chunk counted."""
-    return asyncio.run(_run(target, body, streams, seconds))
+    return run_lanes([(target, body)], streams, seconds)
 
 
-async def _run(target: Target, body: bytes, streams: int, seconds: float) -> StreamResult:
+def run_lanes(lanes: Sequence[Lane], streams: int, seconds: float) -> StreamResult:
+    """`run`, with worker i sending lane i modulo the number of lanes: mixed traffic (several
+    tenants or adapters) measured as one load."""
+    return asyncio.run(_run(lanes, streams, seconds))
+
+
+async def _run(lanes: Sequence[Lane], streams: int, seconds: float) -> StreamResult:
     outcomes: list[_StreamOutcome] = []
-    headers = target.headers()
     deadline = time.perf_counter() + seconds
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker(session: aiohttp.ClientSession, lane: Lane) -> None:
+        target, body = lane
+        headers = target.headers()
         while time.perf_counter() < deadline:
             outcomes.append(await _one_stream(session, target.chat_url, body, headers))
 
@@ -46,9 +61,10 @@ async def _run(target: Target, body: bytes, streams: int, seconds: float) -> Str
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(streams)))
+        await asyncio.gather(*(worker(session, lanes[i % len(lanes)]) for i in range(streams)))
         duration = time.perf_counter() - started
     ttfts = [outcome.ttft_s for outcome in outcomes if outcome.ttft_s is not None]
+    gaps = [gap for outcome in outcomes for gap in outcome.gaps_s]
     return StreamResult(
         streams=len(outcomes),
         incomplete=sum(not outcome.complete for outcome in outcomes),
@@ -56,6 +72,8 @@ async def _run(target: Target, body: bytes, streams: int, seconds: float) -> Str
         duration_s=duration,
         ttft_median_ms=percentile(ttfts, 50) * 1e3,
         ttft_p99_ms=percentile(ttfts, 99) * 1e3,
+        itl_median_ms=percentile(gaps, 50) * 1e3,
+        itl_p99_ms=percentile(gaps, 99) * 1e3,
     )
 
 
@@ -64,15 +82,18 @@ async def _one_stream(
 ) -> _StreamOutcome:
     sent = time.perf_counter()
     ttft: float | None = None
+    last_event = sent
+    gaps: list[float] = []
     chunks = 0
     done = False
     try:
         async with session.post(url, data=body, headers=headers) as reply:
             if reply.status != 200:
                 await reply.read()
-                return _StreamOutcome(None, 0, False)
+                return _StreamOutcome(None, 0, [], False)
             pending = b""
             async for data in reply.content.iter_any():
+                now = time.perf_counter()
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
                 for line in lines:
@@ -83,11 +104,15 @@ async def _one_stream(
                         done = True
                         continue
                     chunks += 1
-                    if ttft is None and _carries_content(payload):
-                        ttft = time.perf_counter() - sent
+                    if ttft is not None:
+                        gaps.append(now - last_event)
+                        last_event = now
+                    elif _carries_content(payload):
+                        ttft = now - sent
+                        last_event = now
     except aiohttp.ClientError:
-        return _StreamOutcome(ttft, chunks, False)
-    return _StreamOutcome(ttft, chunks, done)
+        return _StreamOutcome(ttft, chunks, gaps, False)
+    return _StreamOutcome(ttft, chunks, gaps, done)
 
 
 def _carries_content(payload: bytes) -> bool:

@@ -10,23 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 from gateway.admin.api import create_admin_app
-from gateway.asgi import Receive, Scope, Send, send_response
+from gateway.admin.usage_api import attach_usage
+from gateway.asgi import ClientDisconnected, Receive, Scope, Send, send_response
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.health import Readiness, healthz
+from gateway.limits import open_limiter
 from gateway.models_api import MODELS_PREFIX, ModelsApi
+from gateway.observability import access_log, metrics
+from gateway.observability.exposition import metrics_handler
 from gateway.pipeline import InferencePipeline
 from gateway.pipeline.body import Endpoint
+from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST
 from gateway.routing import Replica, Router
 from gateway.settings import Settings, load_settings
 from gateway.tenancy.auth import KeyAuthenticator
 from gateway.tenancy.open_store import open_store
 from gateway.tenancy.secrets import KeyHasher, server_secret
 from gateway.upstream.transport import UpstreamTransport
+from gateway.usage.open_ledger import open_ledger
 
 Handler = Callable[[RequestContext, Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("gateway")
@@ -55,9 +62,11 @@ class GatewayApp:
         )
         self.authenticator = KeyAuthenticator(self.store, hasher, settings.auth.key_cache_ttl_s)
         guard = self.authenticator if settings.auth.enabled else None
+        self.limiter = open_limiter(settings.limits, store_settings)
+        self.ledger = open_ledger(settings)
         self.transport = UpstreamTransport(settings.upstream)
         router = Router([Replica(str(settings.upstream.url).rstrip("/"))])
-        pipeline = InferencePipeline(guard, self.transport, router, settings.server.max_body_bytes)
+        pipeline = InferencePipeline(settings, guard, self.limiter, self.transport, router)
         models = ModelsApi(guard, self.transport, router)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", endpoint.path): partial(pipeline, endpoint) for endpoint in Endpoint
@@ -65,10 +74,15 @@ class GatewayApp:
         self._routes[("GET", "/v1/models")] = models.list
         self._routes[("GET", "/healthz")] = healthz
         self._routes[("GET", "/readyz")] = Readiness(self.transport, router).readyz
+        serve_metrics = metrics_handler(settings)
+        if serve_metrics is not None:
+            self._routes[("GET", "/metrics")] = serve_metrics
         self._retrieve_model = models.retrieve
         self._paths = {path for _, path in self._routes}
         self._admin = create_admin_app(self.store, hasher, settings.admin.all_keys())
-        self._background: asyncio.Task[None] | None = None
+        attach_usage(self._admin, self.ledger)
+        access_log.configure(settings.observability)
+        self._background: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -89,6 +103,8 @@ class GatewayApp:
             if handler is None:
                 raise self._no_route(method, path)
             await handler(ctx, scope, receive, send)
+        except ClientDisconnected:
+            ctx.status = CLIENT_CLOSED_REQUEST
         except GatewayError as error:
             ctx.status = error.status
             headers = ctx.response_headers()
@@ -98,7 +114,26 @@ class GatewayApp:
             logger.exception("request %s failed", ctx.request_id)
             if ctx.status == 0:
                 error = GatewayError(500, "The gateway failed; see its log.", "server_error")
+                ctx.status = 500
                 await send_response(send, 500, error.body(), ctx.response_headers())
+        finally:
+            if ctx.endpoint:
+                self._observe(ctx)
+
+    def _observe(self, ctx: RequestContext) -> None:
+        """Every finished inference request, served or refused: metrics, log line, ledger."""
+        seconds = time.perf_counter() - ctx.started
+        metrics.observe_request(ctx, seconds)
+        access_log.log_request(ctx, seconds)
+        usage = ctx.usage or {}
+        self.ledger.record(
+            ctx.tenant_id,
+            ctx.key_id,
+            ctx.public_model,
+            usage.get("prompt_tokens") or 0,
+            usage.get("completion_tokens") or 0,
+            ctx.status,
+        )
 
     def _no_route(self, method: str, path: str) -> GatewayError:
         if path.rstrip("/") in self._paths:
@@ -110,7 +145,11 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.transport.start()
-                self._background = asyncio.create_task(self.authenticator.run_background())
+                await self.limiter.start()
+                self._background = [
+                    asyncio.create_task(self.authenticator.run_background()),
+                    asyncio.create_task(self.ledger.run()),
+                ]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._shutdown()
@@ -118,12 +157,14 @@ class GatewayApp:
                 return
 
     async def _shutdown(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
+        for task in self._background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._background
+                await task
         with contextlib.suppress(Exception):
             await self.authenticator.flush_last_used()
+        await self.ledger.close()
+        await self.limiter.close()
         await self.store.close()
         await self.transport.close()
 

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.admin.adapters_cli import add_commands as add_adapter_commands
 from gateway.admin.cli import add_commands
+from gateway.admin.usage_cli import add_commands as add_usage_commands
+from gateway.observability.exposition import metrics_process
+from gateway.observability.log_format import uvicorn_log_config
 from gateway.quickstart import new_admin_key, provision_demo_when_up, standin_upstream
 from gateway.settings import CONFIG_ENV_VAR, Settings, load_settings
 
@@ -29,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.set_defaults(func=serve_command)
     add_commands(sub)
+    add_adapter_commands(sub)
+    add_usage_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -65,17 +71,19 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings) -> None:
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=settings.server.host,
-        port=settings.server.port,
-        workers=settings.server.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.server.drain_timeout_s),
-    )
+    with metrics_process(settings):
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=settings.server.host,
+            port=settings.server.port,
+            workers=settings.server.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=uvicorn_log_config(settings.observability),
+            timeout_graceful_shutdown=int(settings.server.drain_timeout_s),
+        )
 
 
 if __name__ == "__main__":

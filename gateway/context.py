@@ -22,8 +22,21 @@ class RequestContext:
     endpoint: str = ""
     stream: bool = False
     client_wants_usage: bool = False
+    # who and what, once authenticated and routed (labels for metrics, logs and the ledger)
+    tenant_id: str | None = None
+    tenant_name: str | None = None
+    key_id: str | None = None
+    public_model: str | None = None
+    upstream_model: str | None = None
+    replica: str | None = None
+    # what happened
     usage: dict[str, Any] | None = None
+    streamed_events: int = 0
+    first_event_at: float | None = None
     status: int = 0
+    extra_headers: Headers = field(default_factory=list)
+    # the overhead as reported in the response headers: for a stream, up to its first byte
+    reported_overhead_ms: float | None = None
 
     @classmethod
     def from_scope(cls, scope: Scope) -> RequestContext:
@@ -37,8 +50,17 @@ class RequestContext:
         """Time spent in the gateway so far, not counting the wait for the upstream."""
         return (time.perf_counter() - self.started - self.upstream_seconds) * 1000.0
 
+    def final_overhead_ms(self) -> float:
+        """For metrics and logs: the figure the client was sent in its headers, if any."""
+        if self.reported_overhead_ms is not None:
+            return self.reported_overhead_ms
+        return self.overhead_ms()
+
     def response_headers(self) -> Headers:
+        """Headers every response carries; stages add theirs (rate limits) to extra_headers."""
+        self.reported_overhead_ms = self.overhead_ms()
         return [
             (b"x-request-id", self.request_id.encode()),
-            (b"x-gateway-overhead-ms", f"{self.overhead_ms():.3f}".encode()),
+            (b"x-gateway-overhead-ms", f"{self.reported_overhead_ms:.3f}".encode()),
+            *self.extra_headers,
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, HttpUrl, SecretStr
 from pydantic_settings import (
@@ -18,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from gateway.safety.policy import SafetySettings
 
 CONFIG_ENV_VAR = "VLLM_GATEWAY_CONFIG"
 
@@ -33,6 +35,11 @@ class ServerSettings(BaseModel):
 class UpstreamSettings(BaseModel):
     url: HttpUrl | None = Field(
         None, description="vLLM OpenAI server base URL; unset: `serve` starts the stand-in"
+    )
+    replicas: list[HttpUrl] = Field(
+        default_factory=list,
+        description="more vLLM base URLs (with `url`, all are replicas); a host name that "
+        "resolves to several addresses is one replica per address (env: a JSON list)",
     )
     api_key: str | None = Field(None, description="sent as Bearer token to vLLM's --api-key")
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -77,6 +84,95 @@ class AdminSettings(BaseModel):
         return keys
 
 
+class DefaultLimits(BaseModel):
+    """Limits for tenants that set none of their own; None: not limited."""
+
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0, description="prompt + completion")
+    max_concurrent: int | None = Field(None, ge=0, description="requests in flight at once")
+    tokens_per_day: int | None = Field(None, ge=0, description="budget per UTC day")
+    tokens_per_month: int | None = Field(None, ge=0, description="budget per UTC month")
+
+
+class LimitsSettings(BaseModel):
+    defaults: DefaultLimits = DefaultLimits()
+    default_max_tokens: int = Field(
+        1024, ge=0, description="completion tokens reserved when a request names no max_tokens"
+    )
+    redis_timeout_s: float = Field(
+        0.05, gt=0, description="the longest a request waits for the shared limiter"
+    )
+    failure_policy: Literal["open", "closed"] = Field(
+        "open", description="Redis in trouble: open = limit per instance, closed = answer 503"
+    )
+    redis_retry_interval_s: float = Field(
+        1.0, gt=0, description="after a Redis failure, how long before the next attempt"
+    )
+    lease_ttl_s: float = Field(
+        30.0, gt=0, description="a crashed instance's concurrency slots free after this"
+    )
+
+
+class UsageSettings(BaseModel):
+    flush_interval_s: float = Field(
+        1.0, gt=0, description="how often counts buffered in memory are written to the store"
+    )
+    max_pending_entries: int = Field(
+        100_000,
+        ge=1,
+        description="distinct (day, tenant, key, model) counts kept while the store is down",
+    )
+
+
+class ObservabilitySettings(BaseModel):
+    metrics_enabled: bool = Field(True, description="serve Prometheus metrics at /metrics")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="serve /metrics on this port (all workers merged) instead of the main port",
+    )
+    metrics_require_admin_key: bool = Field(
+        False, description="/metrics on the main port answers only with an admin key"
+    )
+    access_log: bool = Field(True, description="one JSON line per request on stdout")
+    json_logs: bool = Field(False, description="the gateway's other log records as JSON too")
+    log_prompts: bool = Field(
+        False, description="DEBUG ONLY: also log each request's prompt (never keys or headers)"
+    )
+
+
+class RoutingSettings(BaseModel):
+    """How requests spread over the replicas, and where LoRA adapters get loaded."""
+
+    policy: Literal["affinity", "round_robin"] = Field(
+        "affinity", description="affinity: prefer replicas that have the adapter, by load"
+    )
+    health_interval_s: float = Field(2.0, gt=0, description="GET /health of each replica")
+    health_timeout_s: float = Field(1.0, gt=0)
+    eject_after_failures: int = Field(
+        2, ge=1, description="consecutive failed checks or connects that eject a replica"
+    )
+    scrape_interval_s: float = Field(
+        2.0, gt=0, description="read each replica's /metrics and /v1/models this often"
+    )
+    dns_refresh_s: float = Field(30.0, gt=0, description="resolve replica host names again")
+    adapter_slots: int | None = Field(
+        None, ge=1, description="adapters kept loaded per replica; unset: vLLM's max_lora"
+    )
+    spare_lora_slots: int = Field(
+        0, ge=0, description="of max_lora, slots left empty (1 on vLLM CPU: its LoRA bug)"
+    )
+    adapter_miss_cost: float = Field(
+        8.0, ge=0, description="a replica without the adapter counts as this many more requests"
+    )
+    waiting_weight: float = Field(1.0, ge=0, description="per vllm:num_requests_waiting")
+    kv_cache_weight: float = Field(4.0, ge=0, description="times vllm:kv_cache_usage_perc")
+    load_timeout_s: float = Field(120.0, gt=0, description="one /v1/load_lora_adapter call")
+    load_attempts: int = Field(3, ge=1, description="tries when loading fails transiently")
+    registry_refresh_s: float = Field(5.0, gt=0, description="re-read the adapter registry")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VLLM_GATEWAY_", env_nested_delimiter="__", extra="forbid"
@@ -87,6 +183,11 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     auth: AuthSettings = AuthSettings()
     admin: AdminSettings = AdminSettings()
+    routing: RoutingSettings = RoutingSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    limits: LimitsSettings = LimitsSettings()
+    usage: UsageSettings = UsageSettings()
+    safety: SafetySettings = SafetySettings()
 
     @classmethod
     def settings_customise_sources(

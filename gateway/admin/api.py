@@ -19,7 +19,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from gateway.admin import ADMIN_PREFIX
+from gateway.admin.adapters_api import router as adapters_router
 from gateway.admin.auth import AdminAuth
+from gateway.admin.console.router import router as console_router
+from gateway.admin.safety_api import router as safety_router
 from gateway.admin.schemas import (
     MAX_TIMESTAMP,
     AuditList,
@@ -364,6 +367,9 @@ def create_admin_app(store: Store, hasher: KeyHasher, admin_keys: list[str]) -> 
     )
     app.state.admin = AdminState(store, hasher, AdminAuth(admin_keys))
     app.include_router(router)
+    app.include_router(adapters_router)
+    app.include_router(console_router)
+    app.include_router(safety_router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -9,6 +9,7 @@ the gateway close the upstream connection at once, which is how vLLM learns to a
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import orjson
@@ -89,6 +90,9 @@ async def relay_stream(
                 if not events:
                     continue
             await send({"type": "http.response.body", "body": events, "more_body": True})
+            if ctx.first_event_at is None:
+                ctx.first_event_at = time.perf_counter()
+            ctx.streamed_events += events.count(b"data: ")
             last_sent = events
     except TimeoutError:
         failure = upstream_timeout("the stream stalled")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError
+from gateway.observability import metrics
 from gateway.tenancy.models import ApiKey, ModelRoute, Tenant
 from gateway.tenancy.secrets import KEY_PREFIX, KeyHasher
 from gateway.tenancy.store import Store
@@ -85,7 +86,9 @@ class KeyAuthenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             principal = cached[1]
+            metrics.key_cache_lookup(hit=True)
         else:
+            metrics.key_cache_lookup(hit=False)
             principal = await self._load(digest) if presented.startswith(KEY_PREFIX) else None
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The GPU benchmark's last device call: stock vLLM 0.26 with 4 LoRA adapters on the GPU, our
+# gateway on the same machine's CPUs, and the same streaming load sent to each (16, 64 and 256
+# streams of 128 tokens); raw JSON and a Markdown table go to $OUT.
+#
+#   bash bench/gpu/device_run.sh                 # on the GPU machine, as the last device call
+#   DRY_RUN=1 bash bench/gpu/device_run.sh       # here: the stand-in instead of vLLM
+#
+# Earlier device calls left the vllm wheel's pieces in /tmp/ch; this call carries the last one
+# (.gpu/call-N) and .gpu/small (see bench/gpu/fetch_wheels.sh). A vLLM that an earlier run of
+# this script left on the same warm machine is reused, which saves its ~130 s start; the
+# gateway is started afresh every time.
+#
+# DRY_RUN=1 tries every step but the GPU ones on this machine: a tiny model from .venv-vllm,
+# the stand-in (pausing DRY_ITL_MS, default 5, between tokens) as the upstream, the gateway
+# from GATEWAY_PYTHON (default .venv/bin/python), `vllm bench serve` from LOAD_PYTHON (default
+# .venv-vllm/bin/python; a python without vllm makes the load go through bench/streams.py,
+# STREAMS_SECONDS a run), CONCURRENCY (default "4 16") and results in OUT (default
+# /tmp/gpu-bench-dry/out).
+# Anything started here is stopped on the way out, except a real vLLM (see above).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+DRY_RUN=${DRY_RUN:-0}
+
+log() { echo "$(date +%H:%M:%S)  $*"; }
+
+free_port() {
+    "$LOAD_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+STARTED_PIDS=()
+stop_started() {
+    for pid in "${STARTED_PIDS[@]}"; do
+        # Each was started with setsid: its process group is its own, children included.
+        kill -TERM -- "-$pid" 2>/dev/null || true
+    done
+}
+trap stop_started EXIT
+
+# Start "$@" in its own session with output to LOG; print its PID.
+start_detached() {
+    local log_file=$1
+    shift
+    setsid nohup "$@" >"$log_file" 2>&1 </dev/null &
+    echo $!
+}
+
+if [[ $DRY_RUN == 1 ]]; then
+    WORK=${WORK:-/tmp/gpu-bench-dry}
+    OUT=${OUT:-$WORK/out}
+    TORCH_PYTHON=$REPO/.venv-vllm/bin/python
+    GATEWAY_PYTHON=${GATEWAY_PYTHON:-$REPO/.venv/bin/python}
+    LOAD_PYTHON=${LOAD_PYTHON:-$REPO/.venv-vllm/bin/python}
+    CONCURRENCY=${CONCURRENCY:-4 16}
+    PROMPTS_PER_STREAM=${PROMPTS_PER_STREAM:-2}
+    MODEL_ARGS=(--tiny)
+else
+    WORK=/tmp/gpu-bench
+    OUT=${OUT:?the device tool sets OUT}
+    TORCH_PYTHON=python3
+    GATEWAY_PYTHON=python3
+    LOAD_PYTHON=python3
+    CONCURRENCY=${CONCURRENCY:-16 64 256}
+    PROMPTS_PER_STREAM=${PROMPTS_PER_STREAM:-8}
+    MODEL_ARGS=()
+fi
+ADAPTERS=(tenant-a tenant-b tenant-c tenant-d)
+mkdir -p "$WORK" "$OUT"
+exec > >(tee "$OUT/run.log") 2>&1
+
+if [[ $DRY_RUN != 1 ]]; then
+    log "joining the vllm wheel and installing the carried wheels into /tmp/site"
+    mkdir -p /tmp/ch
+    cp .gpu/call-*/vllm-part-* /tmp/ch/
+    wheel=$(awk '{print $2}' .gpu/small/vllm.sha256)
+    cat /tmp/ch/vllm-part-* >"/tmp/$wheel"
+    (cd /tmp && sha256sum -c "$REPO/.gpu/small/vllm.sha256")
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site "/tmp/$wheel" .gpu/small/*.whl
+    export PYTHONPATH=/tmp/site
+    export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 \
+        TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+fi
+
+MODEL=$WORK/model
+if [[ ! -f $MODEL/.complete ]]; then
+    log "building the random-weight model, its tokenizer and ${#ADAPTERS[@]} adapters"
+    rm -rf "$MODEL"
+    "$TORCH_PYTHON" -m bench.gpu.build_model "$MODEL" --adapters ${#ADAPTERS[@]} "${MODEL_ARGS[@]}"
+    touch "$MODEL/.complete"
+fi
+
+if [[ $DRY_RUN == 1 ]]; then
+    UPSTREAM_PORT=$(free_port)
+    lora_args=()
+    for name in "${ADAPTERS[@]}"; do lora_args+=(--lora "$name=$MODEL/$name"); done
+    log "starting the stand-in on port $UPSTREAM_PORT"
+    STARTED_PIDS+=("$(start_detached "$OUT/upstream.log" "$GATEWAY_PYTHON" -m vllm_server.cli \
+        standin --port "$UPSTREAM_PORT" --max-loras ${#ADAPTERS[@]} "${lora_args[@]}" \
+        --itl-ms "${DRY_ITL_MS:-5}")")
+    UPSTREAM_ARGS="stand-in, ${DRY_ITL_MS:-5} ms between tokens"
+else
+    UPSTREAM_PORT=8000
+    lora_args=()
+    for name in "${ADAPTERS[@]}"; do lora_args+=("$name=$MODEL/$name"); done
+    VLLM_ARGS=(--model "$MODEL/base" --served-model-name base --enable-lora
+        --lora-modules "${lora_args[@]}" --max-loras ${#ADAPTERS[@]} --max-lora-rank 16
+        --gpu-memory-utilization 0.5 --disable-uvicorn-access-log
+        --host 127.0.0.1 --port "$UPSTREAM_PORT")
+    UPSTREAM_ARGS="vllm serve ${VLLM_ARGS[*]}"
+    if [[ -f $WORK/vllm.pid ]] && kill -0 "$(cat "$WORK/vllm.pid")" 2>/dev/null; then
+        log "vLLM from an earlier run is still up (or starting): reusing it"
+    else
+        log "starting vLLM (about 130 s to /health)"
+        # Not stopped on exit: a later run on the same warm machine reuses it.
+        start_detached "$WORK/vllm.log" env VLLM_ALLOW_RUNTIME_LORA_UPDATING=True \
+            python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" >"$WORK/vllm.pid"
+    fi
+fi
+
+GATEWAY_PORT=$(free_port)
+ADMIN_KEY="gpu-bench-admin-$(date +%s%N)"
+rm -rf "$WORK/gateway"
+mkdir -p "$WORK/gateway"
+log "starting the gateway on port $GATEWAY_PORT (settings: bench/gpu/gateway.env)"
+gateway_env=()
+while IFS= read -r line; do
+    [[ -z $line || $line == \#* ]] || gateway_env+=("$line")
+done <bench/gpu/gateway.env
+# From its own folder: on the GPU machine the gateway then runs from its installed wheel.
+GATEWAY_PID=$(cd "$WORK/gateway" && start_detached "$OUT/gateway.log" env \
+    "${gateway_env[@]}" \
+    VLLM_GATEWAY_ADMIN__KEYS="[\"$ADMIN_KEY\"]" \
+    VLLM_GATEWAY_STORE__SQLITE_PATH="$WORK/gateway/gateway.db" \
+    "$GATEWAY_PYTHON" -m gateway.cli serve --host 127.0.0.1 --port "$GATEWAY_PORT" \
+    --upstream "http://127.0.0.1:$UPSTREAM_PORT")
+STARTED_PIDS+=("$GATEWAY_PID")
+
+REVISION=$(cat .gpu/small/revision.txt 2>/dev/null || git describe --always --dirty 2>/dev/null ||
+    echo unknown)
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+status=0
+# shellcheck disable=SC2086  # CONCURRENCY is a list of numbers
+"$LOAD_PYTHON" -m bench.gpu.compare \
+    --upstream "http://127.0.0.1:$UPSTREAM_PORT" --gateway "http://127.0.0.1:$GATEWAY_PORT" \
+    --admin-key "$ADMIN_KEY" --tokenizer "$MODEL/base" --gateway-pid "$GATEWAY_PID" \
+    --out-dir "$OUT" --concurrency $CONCURRENCY --prompts-per-stream "$PROMPTS_PER_STREAM" \
+    --streams-seconds "${STREAMS_SECONDS:-15}" \
+    --context "GPU=${GPU:-none (dry run)}" --context "Gateway revision=$REVISION" \
+    --context "Upstream=$UPSTREAM_ARGS" \
+    --context "Gateway settings=$(IFS=' '; echo "${gateway_env[*]:-defaults}")" || status=$?
+
+if [[ $DRY_RUN != 1 ]]; then
+    cp "$WORK/vllm.log" "$OUT/vllm.log"
+fi
+# What comes back from the device: at most 16 MiB a file (run.log, still being written, stays
+# small).
+for file in "$OUT"/gateway.log "$OUT"/vllm.log "$OUT"/upstream.log; do
+    [[ -f $file ]] || continue
+    tail -c 15000000 "$file" >"$file.tmp" && mv "$file.tmp" "$file"
+done
+log "done (compare exited $status)"
+exit "$status"

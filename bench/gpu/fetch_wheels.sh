@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Download, into the git-ignored folder .gpu/, every wheel the GPU benchmark installs on the
+# lent GPU machine, which reaches no package registry (see ../shared/notes/gpu-vllm.md).
+#
+#   bash bench/gpu/fetch_wheels.sh        # from the repository root; re-run before each GPU run
+#
+# A device call carries at most 64 MiB, the working tree included, so the vllm wheel (304 MB)
+# travels cut in pieces, one per call: .gpu/call-1/ ... .gpu/call-N/. The last
+# call also carries .gpu/small/: vLLM's small dependencies that the device image lacks, the
+# gateway's own (for Python 3.12), the gateway as a wheel, and vllm.sha256 to check the join.
+# One version of each package: two versions of one stop pip's install there. The gateway
+# wheel is rebuilt on every run, so the device runs the code of the moment.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+OUT=.gpu
+VLLM_SPEC="vllm==0.26.0"
+# 55 MiB pieces make six calls, each with room for a working tree of up to 9 MiB (2 MiB in
+# November 2026, growing); 62 MiB pieces make five, but leave room for 2 MiB only.
+PIECE_SIZE=${PIECE_SIZE:-55M}
+# What the device image (KINDS.md, "Python packages already there") lacks.
+# For vLLM 0.26, as listed in ../shared/notes/gpu-vllm.md:
+VLLM_SMALL=(
+    annotated_types==0.8.0 apache_tvm_ffi==0.1.15.post2 blake3==1.0.11 cachetools==8.0.2
+    cbor2==6.3.0 distro==1.9.0 fastapi==0.136.3 jiter==0.19.0 jmespath==1.1.0
+    llguidance==1.7.6 model_hosting_container_standards==0.1.16 msgspec==0.22.0
+    openai==2.54.0 openai_harmony==0.0.8 partial_json_parser==0.2.1.1.post7
+    prometheus_fastapi_instrumentator==8.1.0 pybase64==1.5.1 pydantic==2.14.4
+    pydantic_core==2.50.5 python_multipart==0.0.34 pyzmq==27.3.0 setproctitle==1.3.8
+    sniffio==1.3.1 starlette==1.10.0 typing_inspection==0.4.5 uvicorn==0.54.0
+    watchfiles==1.3.0 xgrammar==0.2.8
+)
+# For the gateway (pyproject.toml), beyond those and the image's aiohttp, httpx,
+# prometheus-client, pyyaml, uvloop, anyio, h11, click and annotated-doc; the versions are
+# the gateway venv's. redis is imported at start even with the SQLite store.
+GATEWAY_SMALL=(
+    httptools==0.9.0 orjson==3.13.0 pydantic_settings==2.16.3 python_dotenv==1.2.4
+    redis==8.1.0
+)
+PLATFORMS=(manylinux1_x86_64 manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_24_x86_64
+    manylinux_2_26_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 manylinux_2_31_x86_64)
+
+download() {
+    local dest=$1
+    shift
+    # This machine's pip config names local indexes that lack most of these: pip says so.
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp "${PLATFORMS[@]/#/--platform=}" -d "$dest" "$@" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
+mkdir -p "$OUT/vllm"
+download "$OUT/vllm" "$VLLM_SPEC"
+wheel=$(ls "$OUT"/vllm/vllm-*.whl)
+[[ $(wc -w <<<"$wheel") == 1 ]] || { echo "expected one vllm wheel in $OUT/vllm" >&2; exit 1; }
+
+rm -rf "$OUT"/call-* "$OUT/small" "$OUT/pieces"
+mkdir -p "$OUT/pieces" "$OUT/small"
+split -b "$PIECE_SIZE" "$wheel" "$OUT/pieces/vllm-part-"
+n=0
+for piece in "$OUT"/pieces/vllm-part-*; do
+    n=$((n + 1))
+    mkdir -p "$OUT/call-$n"
+    mv "$piece" "$OUT/call-$n/"
+done
+rmdir "$OUT/pieces"
+(cd "$OUT/vllm" && sha256sum "$(basename "$wheel")") >"$OUT/small/vllm.sha256"
+
+download "$OUT/small" "${VLLM_SMALL[@]}" "${GATEWAY_SMALL[@]}"
+# Built from a copy of the working tree: setuptools' build/ folder in the repository could
+# hold modules deleted since, and they would end up in the wheel.
+source=$(mktemp -d)
+# (Files deleted but still in git's index are listed too, hence --ignore-failed-read.)
+git ls-files -co --exclude-standard -z | tar -c --null --ignore-failed-read -T - 2>/dev/null |
+    tar -x -C "$source"
+python3 -m pip wheel -q --no-deps "$source" -w "$OUT/small"
+rm -rf "$source"
+revision="git $(git rev-parse --short HEAD)"
+[[ -z $(git status --porcelain) ]] || revision+=" + local changes"
+echo "$revision, wheel built $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$OUT/small/revision.txt"
+
+# One version of each distribution: a wheel name starts with "<name>-<version>-".
+dupes=$(ls "$OUT/small"/*.whl | xargs -n1 basename | cut -d- -f1 | tr 'A-Z-' 'a-z_' | sort |
+    uniq -d)
+[[ -z $dupes ]] || { echo "two versions of: $dupes" >&2; exit 1; }
+
+tree_bytes=$(git ls-files -co --exclude-standard -z |
+    { du -cb --files0-from=- 2>/dev/null || true; } | tail -1 | cut -f1)
+limit=$((64 * 1024 * 1024))
+echo "working tree (travels with every call): $tree_bytes bytes"
+for dir in "$OUT"/call-*; do
+    carried=$(du -sb "$dir" | cut -f1)
+    extra=0
+    [[ $dir == "$OUT/call-$n" ]] && extra=$(du -sb "$OUT/small" | cut -f1)
+    total=$((tree_bytes + carried + extra))
+    echo "$dir$([[ $extra != 0 ]] && echo " + $OUT/small"): $total of $limit bytes"
+    ((total <= limit)) || { echo "over the 64 MiB a call may carry: lower PIECE_SIZE" >&2; exit 1; }
+done

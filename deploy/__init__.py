@@ -1,0 +1,1 @@
+"""Deployment files; tools/ holds the scripts that check and render them."""

@@ -1,0 +1,84 @@
+"""The adapter registry in the gateway's SQLite file, in a table of its own.
+
+Same conventions as the tenancy store (gateway/tenancy/sqlite_store.py): a JSON document per
+record, short direct calls instead of a thread hop, a lock around the shared connection, and
+write transactions that take the file's lock up front.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import orjson
+
+from gateway.adapters.models import AdapterRecord, adapter_from_dict, adapter_to_dict
+from gateway.tenancy.store import Conflict, NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lora_adapters (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class SqliteAdapterRegistry:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(SCHEMA)
+
+    def _write(self, sql: str, parameters: tuple[str, ...]) -> int:
+        """One statement in its own write transaction; returns the rows it changed."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._db.execute(sql, parameters).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return changed
+
+    def _read(self, sql: str, parameters: tuple[str, ...] = ()) -> list[AdapterRecord]:
+        with self._lock:
+            rows = self._db.execute(sql, parameters).fetchall()
+        return [adapter_from_dict(orjson.loads(doc)) for (doc,) in rows]
+
+    async def create(self, record: AdapterRecord) -> None:
+        try:
+            self._write(
+                "INSERT INTO lora_adapters (name, doc) VALUES (?, ?)", (record.name, _dump(record))
+            )
+        except sqlite3.IntegrityError as error:
+            raise Conflict(f"an adapter named {record.name!r} exists") from error
+
+    async def get(self, name: str) -> AdapterRecord | None:
+        records = self._read("SELECT doc FROM lora_adapters WHERE name = ?", (name,))
+        return records[0] if records else None
+
+    async def list(self) -> list[AdapterRecord]:
+        return self._read("SELECT doc FROM lora_adapters ORDER BY name")
+
+    async def update(self, record: AdapterRecord) -> None:
+        sql = "UPDATE lora_adapters SET doc = ? WHERE name = ?"
+        if not self._write(sql, (_dump(record), record.name)):
+            raise NotFound(f"no adapter {record.name!r}")
+
+    async def delete(self, name: str) -> None:
+        if not self._write("DELETE FROM lora_adapters WHERE name = ?", (name,)):
+            raise NotFound(f"no adapter {name!r}")
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _dump(record: AdapterRecord) -> str:
+    return orjson.dumps(adapter_to_dict(record)).decode()

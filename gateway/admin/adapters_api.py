@@ -1,0 +1,204 @@
+"""The admin API for the LoRA adapter registry, under /admin/v1/adapters.
+
+Only admins set adapter paths: a path names a directory on the vLLM host, which the gateway
+will ask vLLM to read. Every change goes to the audit trail (target type "adapter"). The
+registry itself is the app's `state.adapters`, which the gateway sets beside the tenancy
+store; routers see changes at their next registry refresh (`routing.registry_refresh_s`), or
+at once for an adapter they have not seen yet.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, StringConstraints
+
+from gateway.adapters.models import AdapterRecord, adapter_to_dict
+from gateway.adapters.ownership import check_registration, tenants_using
+from gateway.adapters.registry import AdapterRegistry
+from gateway.admin import ADMIN_PREFIX
+from gateway.admin.schemas import ErrorResponse, ModelName, Patch, RequestBody, ResponseBody
+from gateway.errors import GatewayError
+from gateway.tenancy.models import AuditEntry
+from gateway.tenancy.secrets import new_id
+from gateway.tenancy.store import Conflict, Store
+
+if TYPE_CHECKING:
+    from gateway.admin.api import AdminState
+
+# vLLM serves an adapter under this name; no "/" so that it fits one URL path segment
+AdapterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
+AdapterPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    Field(description="where vLLM reads the adapter: a directory on its host, or a hub id"),
+]
+Rank = Annotated[int, Field(ge=1, le=4096, description="the LoRA rank r")]
+OwnerId = Annotated[
+    str, Field(max_length=128, description="the owning tenant's id; null: any tenant's models")
+]
+
+
+class AdapterCreate(RequestBody):
+    name: AdapterName
+    path: AdapterPath
+    base_model: ModelName
+    tenant_id: OwnerId | None = None
+    rank: Rank | None = None
+
+
+class AdapterUpdate(Patch):
+    not_nullable: ClassVar[frozenset[str]] = frozenset({"path", "base_model"})
+
+    path: AdapterPath | None = None
+    base_model: ModelName | None = None
+    tenant_id: OwnerId | None = None
+    rank: Rank | None = None
+
+    def applied_to(self, record: AdapterRecord) -> AdapterRecord:
+        changes = {field: getattr(self, field) for field in self.model_fields_set}
+        return replace(record, **changes, updated_at=time.time())
+
+
+class AdapterOut(ResponseBody):
+    name: str
+    path: str
+    base_model: str
+    tenant_id: str | None
+    rank: int | None
+    created_at: float
+    updated_at: float
+
+
+class AdapterList(BaseModel):
+    items: list[AdapterOut]
+
+
+class AdapterDeleted(BaseModel):
+    name: str
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterAdmin:
+    """An authenticated admin request on the registry."""
+
+    registry: AdapterRegistry
+    store: Store
+    admin_key_id: str
+
+    async def record(self, action: str, name: str, change: dict[str, Any]) -> None:
+        entry = AuditEntry(
+            new_id("audit"), time.time(), self.admin_key_id, action, "adapter", name, change
+        )
+        await self.store.append_audit(entry)
+
+    async def adapter(self, name: str) -> AdapterRecord:
+        record = await self.registry.get(name)
+        if record is None:
+            raise GatewayError(404, f"No adapter named '{name}'.", code="adapter_not_found")
+        return record
+
+    async def check_owner(self, record: AdapterRecord) -> None:
+        """404 for an unknown owning tenant; 409 when another tenant's models use it."""
+        if record.tenant_id is not None and await self.store.get_tenant(record.tenant_id) is None:
+            raise GatewayError(
+                404,
+                f"No tenant with id '{record.tenant_id}'.",
+                param="tenant_id",
+                code="tenant_not_found",
+            )
+        check_registration(record, await self.store.list_tenants())
+
+
+_bearer = HTTPBearer(auto_error=False, description="an admin key")
+
+
+def registry_of(request: Request) -> AdapterRegistry:
+    """The registry the gateway attached to the admin app; 503 when it attached none."""
+    registry: AdapterRegistry | None = getattr(request.app.state, "adapters", None)
+    if registry is None:
+        raise GatewayError(
+            503,
+            "This gateway has no adapter registry attached to its admin API.",
+            "server_error",
+            code="adapter_registry_unavailable",
+        )
+    return registry
+
+
+def _adapter_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AdapterAdmin:
+    state: AdminState = request.app.state.admin
+    admin_key_id = state.auth.identify(credentials.credentials if credentials else None)
+    return AdapterAdmin(registry_of(request), state.store, admin_key_id)
+
+
+AdapterAdminDep = Annotated[AdapterAdmin, Depends(_adapter_admin)]
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 503)
+}
+router = APIRouter(prefix=ADMIN_PREFIX, responses=_ERROR_RESPONSES, tags=["adapters"])
+
+
+@router.post("/adapters", status_code=201)
+async def register_adapter(body: AdapterCreate, admin: AdapterAdminDep) -> AdapterOut:
+    """The gateway loads it into a replica on first use; only its owner's models may name it."""
+    record = AdapterRecord(**body.model_dump())
+    await admin.check_owner(record)
+    try:
+        await admin.registry.create(record)
+    except Conflict:
+        raise GatewayError(
+            409, f"An adapter named '{record.name}' is registered already.", param="name"
+        ) from None
+    await admin.record("adapter.register", record.name, adapter_to_dict(record))
+    return AdapterOut.model_validate(record)
+
+
+@router.get("/adapters")
+async def list_adapters(admin: AdapterAdminDep, tenant_id: str | None = None) -> AdapterList:
+    """By name; with `tenant_id`, that tenant's adapters only."""
+    records = await admin.registry.list()
+    if tenant_id is not None:
+        records = [record for record in records if record.tenant_id == tenant_id]
+    return AdapterList(items=[AdapterOut.model_validate(record) for record in records])
+
+
+@router.get("/adapters/{name}")
+async def get_adapter(name: str, admin: AdapterAdminDep) -> AdapterOut:
+    return AdapterOut.model_validate(await admin.adapter(name))
+
+
+@router.patch("/adapters/{name}")
+async def update_adapter(name: str, body: AdapterUpdate, admin: AdapterAdminDep) -> AdapterOut:
+    """A new path is loaded in place on the replicas that hold the adapter, at its next use."""
+    record = body.applied_to(await admin.adapter(name))
+    await admin.check_owner(record)
+    await admin.registry.update(record)
+    await admin.record("adapter.update", name, body.model_dump(mode="json", exclude_unset=True))
+    return AdapterOut.model_validate(record)
+
+
+@router.delete("/adapters/{name}")
+async def delete_adapter(name: str, admin: AdapterAdminDep) -> AdapterDeleted:
+    """Refused while a tenant's models map to it; routers unload it from their replicas at
+    their next registry refresh."""
+    record = await admin.adapter(name)
+    users = tenants_using(await admin.store.list_tenants(), name)
+    if users:
+        names = ", ".join(f"'{tenant.name}'" for tenant in users)
+        raise GatewayError(
+            409,
+            f"Adapter '{name}' is in use by the models of tenant {names}: remap them first.",
+            code="adapter_in_use",
+        )
+    await admin.registry.delete(name)
+    await admin.record("adapter.delete", name, {"path": record.path})
+    return AdapterDeleted(name=name, deleted=True)

@@ -1,0 +1,137 @@
+"""`GET /admin/v1/usage`: the usage ledger, filtered and grouped, as JSON or CSV.
+
+`attach_usage` adds the route to the admin app together with the gateway's ledger, instead of
+`create_admin_app` including it: the route reuses the admin API's own authentication
+(`AdminDep`), so this module imports gateway.admin.api and cannot be imported by it, and a
+route without a ledger would have nothing to answer with.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.admin import ADMIN_PREFIX
+from gateway.admin.api import AdminDep
+from gateway.admin.schemas import ErrorResponse
+from gateway.errors import GatewayError
+from gateway.usage.backend import UsageFilter, UsageStoreError
+from gateway.usage.ledger import UsageLedger
+from gateway.usage.report import GROUP_COLUMNS, parse_group_by, report_csv, summarize
+
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+ALL_GROUPS = ",".join(GROUP_COLUMNS)
+
+
+class UsageRow(BaseModel):
+    """The grouped columns (only those), then the counters."""
+
+    day: str | None = Field(None, description="YYYY-MM-DD, UTC")
+    tenant_id: str | None = None
+    key_id: str | None = None
+    model: str | None = Field(None, description="null: refused before its model was known")
+    requests: int = Field(description="all requests, errors and rejected ones included")
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    errors: int = Field(description="answered 5xx: the gateway or the model server failed")
+    rejected: int = Field(description="answered 4xx: refused (limits, unknown model, ...)")
+
+
+class UsageTotals(BaseModel):
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    errors: int
+    rejected: int
+
+
+class UsageReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    first_day: str | None = Field(alias="from")
+    last_day: str | None = Field(alias="to")
+    group_by: list[str]
+    rows: list[UsageRow]
+    totals: UsageTotals
+
+
+router = APIRouter(
+    prefix=ADMIN_PREFIX,
+    tags=["usage"],
+    responses={status: {"model": ErrorResponse} for status in (400, 401, 503)},
+)
+
+
+@router.get(
+    "/usage",
+    responses={
+        200: {
+            "model": UsageReport,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "JSON, or CSV with a header row when format=csv",
+        }
+    },
+)
+async def get_usage(
+    request: Request,
+    _: AdminDep,
+    tenant_id: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+    first_day: Annotated[
+        str | None, Query(alias="from", pattern=DAY_PATTERN, description="YYYY-MM-DD, inclusive")
+    ] = None,
+    last_day: Annotated[
+        str | None, Query(alias="to", pattern=DAY_PATTERN, description="YYYY-MM-DD, inclusive")
+    ] = None,
+    group_by: Annotated[
+        str, Query(description=f"comma list of {', '.join(GROUP_COLUMNS)}; empty: totals only")
+    ] = ALL_GROUPS,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    """Requests, tokens, errors and rejections per UTC day, tenant, key and model, summed
+    over what `group_by` leaves out. This instance's latest requests are included; other
+    instances' may be up to one flush interval (`usage.flush_interval_s`) behind."""
+    try:
+        groups = parse_group_by(group_by)
+    except ValueError as error:
+        raise GatewayError(400, str(error), param="group_by") from None
+    _check_day(first_day, "from")
+    _check_day(last_day, "to")
+    if first_day and last_day and first_day > last_day:
+        raise GatewayError(400, f"from ({first_day}) is after to ({last_day}).", param="from")
+    ledger: UsageLedger = request.app.state.usage_ledger
+    usage_filter = UsageFilter(tenant_id, key_id, model, first_day, last_day)
+    try:
+        rows = await ledger.read(usage_filter)
+    except UsageStoreError as error:
+        raise GatewayError(
+            503, f"The usage store is unavailable: {error}", "server_error", None, "store_error"
+        ) from None
+    summary: dict[str, Any] = summarize(rows, groups)
+    if format == "csv":
+        headers = {"content-disposition": 'attachment; filename="usage.csv"'}
+        return Response(report_csv(summary), media_type="text/csv", headers=headers)
+    report = UsageReport(first_day=first_day, last_day=last_day, **summary)
+    body = report.model_dump_json(by_alias=True, exclude_unset=True)
+    return Response(body, media_type="application/json")
+
+
+def _check_day(day: str | None, param: str) -> None:
+    if day is not None:
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise GatewayError(400, f"{param}: {day} is not a date.", param=param) from None
+
+
+def attach_usage(admin_app: FastAPI, ledger: UsageLedger) -> None:
+    """Serve `ledger` at GET /admin/v1/usage on `admin_app` (from create_admin_app)."""
+    admin_app.state.usage_ledger = ledger
+    admin_app.include_router(router)

@@ -1,0 +1,100 @@
+"""Rate limits and token quotas per key and per tenant, exact across gateway instances.
+
+The pipeline's side is narrow::
+
+    reservation = await limiter.reserve(principal, estimate_tokens(request, default_max))
+    ctx.extra_headers.extend(reservation.headers)       # x-ratelimit-* on the response
+    ...                                                   # the upstream call and relay
+    limiter.settle(reservation, tokens_used(...))        # always, also after failures
+
+`reserve` raises GatewayError 429 (``rate_limit_exceeded`` or ``insufficient_quota``) when a
+limit refuses the request, or 503 when Redis is in trouble and the policy is fail-closed.
+`settle` never waits: the local limiter applies it at once, the Redis one in the background.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+
+from gateway.limits.estimate import MAX_TOKENS, estimate_prompt_tokens, estimate_tokens, tokens_used
+from gateway.limits.headers import limit_error
+from gateway.limits.local_limiter import LocalLimiter
+from gateway.limits.periods import Calendar
+from gateway.limits.plan import PlanCache
+from gateway.limits.policy import FailoverLimiter
+from gateway.limits.redis_limiter import RedisLimiter
+from gateway.limits.reservation import Backend, LimitExceeded, Reservation
+from gateway.limits.stats import LimiterStats
+from gateway.settings import LimitsSettings, StoreSettings
+from gateway.tenancy.auth import Principal
+from gateway.tenancy.models import Limits
+
+__all__ = [
+    "Limiter",
+    "LimiterStats",
+    "Reservation",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "open_limiter",
+    "tokens_used",
+]
+
+
+class Limiter:
+    """Admits requests under their key's and tenant's limits; one per gateway process."""
+
+    def __init__(self, backend: Backend, defaults: Limits, stats: LimiterStats) -> None:
+        self._backend = backend
+        self._plans = PlanCache(defaults)
+        self._calendar = Calendar()
+        # Reservation ids are unique across instances: a random prefix and a counter.
+        self._ids = map(f"{secrets.token_hex(5)}.{{}}".format, itertools.count())
+        self.stats = stats
+
+    async def reserve(self, principal: Principal, estimated_tokens: int) -> Reservation:
+        plan = self._plans.get(principal)
+        period = self._calendar.current()
+        if not plan.scopes:
+            return Reservation("", 0, plan, period, None, [])
+        tokens = min(max(0, estimated_tokens), MAX_TOKENS)
+        try:
+            return await self._backend.acquire(plan, next(self._ids), tokens, period)
+        except LimitExceeded as exceeded:
+            raise limit_error(exceeded, period) from None
+
+    def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        """Replace the reservation's estimate by `used_tokens` and free its concurrency slots;
+        safe to call more than once (only the first counts)."""
+        if reservation.owner is None or reservation.settled:
+            return
+        reservation.settled = True
+        reservation.owner.release(reservation, min(max(0, used_tokens), MAX_TOKENS))
+
+    async def start(self) -> None:
+        await self._backend.start()
+
+    async def close(self) -> None:
+        """Stop background work; with Redis, send the settlements still queued."""
+        await self._backend.close()
+
+
+def open_limiter(limits: LimitsSettings, store: StoreSettings) -> Limiter:
+    """Redis (shared by every instance) when the store has a Redis URL, else in-process."""
+    defaults = Limits(**limits.defaults.model_dump())
+    stats = LimiterStats()
+    backend: Backend
+    if store.redis_url:
+        shared = RedisLimiter(
+            store.redis_url,
+            store.redis_prefix,
+            limits.redis_timeout_s,
+            limits.lease_ttl_s,
+            limits.redis_retry_interval_s,
+            stats,
+        )
+        fallback = LocalLimiter(limits.lease_ttl_s) if limits.failure_policy == "open" else None
+        backend = FailoverLimiter(shared, fallback, limits.redis_retry_interval_s, stats)
+    else:
+        backend = LocalLimiter(limits.lease_ttl_s)
+    return Limiter(backend, defaults, stats)

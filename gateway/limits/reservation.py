@@ -1,0 +1,106 @@
+"""What a limiter hands out and what it raises, shared by the local and the Redis limiter."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol
+
+from gateway.asgi import Headers
+from gateway.limits.periods import Period
+from gateway.limits.plan import Plan, ScopeLimits
+
+
+class Kind(Enum):
+    """A limit kind: its number in the Redis script's replies and its words in messages."""
+
+    REQUESTS = (1, "requests per minute")
+    TOKENS = (2, "tokens per minute")
+    CONCURRENT = (3, "concurrent requests")
+    TOKENS_PER_DAY = (4, "tokens per day")
+    TOKENS_PER_MONTH = (5, "tokens per month")
+
+    def __init__(self, number: int, words: str) -> None:
+        self.number = number
+        self.words = words
+
+    @property
+    def is_budget(self) -> bool:
+        return self in (Kind.TOKENS_PER_DAY, Kind.TOKENS_PER_MONTH)
+
+
+KIND_BY_NUMBER = {kind.number: kind for kind in Kind}
+# When a concurrency slot frees is unknown: the client may come back after this.
+CONCURRENCY_RETRY_S = 1.0
+# Requests and tokens per minute are counted over a sliding window of this length.
+WINDOW_S = 60.0
+
+
+class Reservation:
+    """Admission of one request: what it reserved, under which limits, and by which limiter.
+
+    `headers` are the ``x-ratelimit-*`` response headers. The limiter keeps only a weak
+    reference for renewing concurrency leases, so a reservation dropped without `settle`
+    stops being renewed and its leases expire instead of leaking.
+    """
+
+    __slots__ = ("__weakref__", "headers", "id", "owner", "period", "plan", "settled", "tokens")
+
+    def __init__(
+        self,
+        reservation_id: str,
+        tokens: int,
+        plan: Plan,
+        period: Period,
+        owner: Settler | None,
+        headers: Headers,
+    ) -> None:
+        self.id = reservation_id
+        self.tokens = tokens
+        self.plan = plan
+        self.period = period
+        self.owner = owner
+        self.headers = headers
+        self.settled = False
+
+
+class LimitExceeded(Exception):
+    """A limit refused the request; `retry_after_s` is None when waiting cannot help."""
+
+    def __init__(
+        self,
+        scope: ScopeLimits,
+        kind: Kind,
+        limit: int,
+        used: int,
+        requested: int,
+        retry_after_s: float | None,
+    ) -> None:
+        super().__init__(f"{kind.words} on {scope.label}")
+        self.scope = scope
+        self.kind = kind
+        self.limit = limit
+        self.used = used
+        self.requested = requested
+        self.retry_after_s = retry_after_s
+
+
+class SharedLimiterUnavailable(Exception):
+    """Redis did not answer in time or failed; the failure policy decides what happens."""
+
+
+class Settler(Protocol):
+    """The limiter that made a reservation, and settles it."""
+
+    def release(self, reservation: Reservation, used_tokens: int) -> None: ...
+
+
+class Backend(Protocol):
+    """A limiter as the facade uses it: admits requests under a plan, or raises."""
+
+    async def acquire(
+        self, plan: Plan, reservation_id: str, tokens: int, period: Period
+    ) -> Reservation: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...

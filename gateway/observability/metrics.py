@@ -1,0 +1,158 @@
+"""Every Prometheus metric the gateway exports, defined once, with one function per event.
+
+Callers never touch the metric objects: they call the function for what happened, which keeps
+label names and values in one place and every label bounded (see labels.py): tenants by name,
+models by the public name that passed tenant policy, replicas by base URL, statuses by code.
+Key ids and raw model strings from clients are never labels.
+
+With several uvicorn workers, prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+set up by exposition.metrics_process) makes each worker write its samples to shared files
+that /metrics merges; the in-flight gauge then sums live workers only.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway.context import RequestContext
+from gateway.observability.labels import BoundedValues, status_label
+
+PREFIX = "vllm_gateway_"
+_tenants = BoundedValues(1000)
+_models = BoundedValues(200)
+_replicas = BoundedValues(100)
+_names = BoundedValues(200)  # limit, rule and component names: fixed by code or config
+
+# LLM requests run from milliseconds (errors, short completions) to minutes (long streams).
+_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10, 20)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1)
+
+REQUESTS = Counter(
+    PREFIX + "requests",
+    "Finished /v1 requests by tenant, public model and HTTP status.",
+    ["tenant", "model", "status"],
+)
+REQUEST_DURATION = Histogram(
+    PREFIX + "request_duration_seconds",
+    "Time from the request's arrival to its last byte, by public model.",
+    ["model"],
+    buckets=_DURATION_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    PREFIX + "time_to_first_token_seconds",
+    "Streamed requests: time from arrival to the first event sent to the client.",
+    ["model"],
+    buckets=_TTFT_BUCKETS,
+)
+OVERHEAD = Histogram(
+    PREFIX + "overhead_seconds",
+    "Time spent in the gateway itself, not waiting for vLLM.",
+    ["stream"],
+    buckets=_OVERHEAD_BUCKETS,
+)
+PROMPT_TOKENS = Counter(
+    PREFIX + "prompt_tokens",
+    "Prompt tokens vLLM reported, by tenant and model.",
+    ["tenant", "model"],
+)
+COMPLETION_TOKENS = Counter(
+    PREFIX + "completion_tokens",
+    "Completion tokens vLLM reported, by tenant and model.",
+    ["tenant", "model"],
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    PREFIX + "upstream_in_flight",
+    "Requests sent to a vLLM replica and not yet finished.",
+    ["replica"],
+    multiprocess_mode="livesum",
+)
+UPSTREAM_REQUESTS = Counter(
+    PREFIX + "upstream_requests",
+    "Requests to vLLM replicas by outcome (error: no valid answer, timeout or 5xx).",
+    ["replica", "outcome"],
+)
+RATE_LIMIT_REJECTIONS = Counter(
+    PREFIX + "rate_limit_rejections",
+    "Requests refused with 429, by the limit that refused them and tenant.",
+    ["limit", "tenant"],
+)
+SAFETY_ACTIONS = Counter(
+    PREFIX + "safety_actions",
+    "Safety rule actions, by rule, direction (input/output) and action taken.",
+    ["rule", "direction", "action"],
+)
+ADAPTER_OPERATIONS = Counter(
+    PREFIX + "adapter_operations",
+    "LoRA adapter loads and unloads on vLLM replicas, by outcome.",
+    ["replica", "operation", "outcome"],
+)
+REDIS_ERRORS = Counter(
+    PREFIX + "redis_errors", "Failed Redis calls, by the operation that failed.", ["operation"]
+)
+REDIS_FAIL_OPEN = Counter(
+    PREFIX + "redis_fail_open",
+    "Requests let through without Redis because the failure policy is open, by component.",
+    ["component"],
+)
+KEY_CACHE_LOOKUPS = Counter(
+    PREFIX + "key_cache_lookups",
+    "API key lookups answered from process memory (hit) or the store (miss).",
+    ["result"],
+)
+
+
+def observe_request(ctx: RequestContext, seconds: float) -> None:
+    """Record one finished /v1 request; called once, after its last byte."""
+    tenant = _tenants(ctx.tenant_name)
+    model = _models(ctx.public_model)
+    REQUESTS.labels(tenant, model, status_label(ctx.status)).inc()
+    REQUEST_DURATION.labels(model).observe(seconds)
+    if ctx.stream and ctx.first_event_at is not None:
+        TIME_TO_FIRST_TOKEN.labels(model).observe(ctx.first_event_at - ctx.started)
+    OVERHEAD.labels("true" if ctx.stream else "false").observe(ctx.final_overhead_ms() / 1000.0)
+    usage = ctx.usage
+    if usage:
+        prompt_tokens = usage.get("prompt_tokens")
+        if isinstance(prompt_tokens, int) and prompt_tokens > 0:
+            PROMPT_TOKENS.labels(tenant, model).inc(prompt_tokens)
+        completion_tokens = usage.get("completion_tokens")
+        if isinstance(completion_tokens, int) and completion_tokens > 0:
+            COMPLETION_TOKENS.labels(tenant, model).inc(completion_tokens)
+
+
+def upstream_started(replica: str) -> None:
+    UPSTREAM_IN_FLIGHT.labels(_replicas(replica)).inc()
+
+
+def upstream_finished(replica: str, error: bool) -> None:
+    label = _replicas(replica)
+    UPSTREAM_IN_FLIGHT.labels(label).dec()
+    UPSTREAM_REQUESTS.labels(label, "error" if error else "ok").inc()
+
+
+def rate_limit_rejected(limit: str, tenant: str | None) -> None:
+    """`limit`: the limit's name as the limiter knows it (requests_per_minute, ...)."""
+    RATE_LIMIT_REJECTIONS.labels(_names(limit), _tenants(tenant)).inc()
+
+
+def safety_action(rule: str, direction: str, action: str) -> None:
+    """`direction`: "input" or "output"; `action`: what was done (block, redact, flag)."""
+    SAFETY_ACTIONS.labels(_names(rule), direction, action).inc()
+
+
+def adapter_operation(replica: str, operation: str, ok: bool) -> None:
+    """`operation`: "load" or "unload"."""
+    ADAPTER_OPERATIONS.labels(_replicas(replica), operation, "ok" if ok else "error").inc()
+
+
+def redis_error(operation: str) -> None:
+    REDIS_ERRORS.labels(_names(operation)).inc()
+
+
+def redis_fail_open(component: str) -> None:
+    REDIS_FAIL_OPEN.labels(_names(component)).inc()
+
+
+def key_cache_lookup(hit: bool) -> None:
+    KEY_CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()

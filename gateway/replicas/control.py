@@ -1,0 +1,119 @@
+"""The gateway's control calls to vLLM: health, metrics, model list, adapter load/unload.
+
+A connection pool of its own, apart from the inference transport: a health check or an
+adapter load must not queue behind a thousand streams, and a replica that hangs on
+inference should still fail its health check on time. vLLM's `--api-key` guards `/v1/*`
+(the adapter routes included), so the upstream key goes along.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+LOAD_PATH = "/v1/load_lora_adapter"
+UNLOAD_PATH = "/v1/unload_lora_adapter"
+CONTROL_CONNECTIONS = 64
+# /metrics, /v1/models and unloads: a slow answer is late state, not a dead replica
+READ_TIMEOUT_S = 10.0
+
+
+class ReplicaUnreachable(Exception):
+    """No HTTP answer: refused, reset, timed out or not HTTP."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+
+    def error_message(self) -> str:
+        """vLLM's error message (`{"error": {"message"}}`), else the body as text."""
+        try:
+            error = orjson.loads(self.body).get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                return error["message"]
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        return self.body.decode(errors="replace").strip()[:500] or f"HTTP {self.status}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModels:
+    """`/v1/models` split into base models and adapters (name -> path vLLM loaded it from)."""
+
+    base_models: frozenset[str]
+    adapters: dict[str, str | None]
+
+
+class ReplicaClient:
+    def __init__(self, api_key: str | None, health_timeout_s: float, load_timeout_s: float) -> None:
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout_s)
+        self._read_timeout = aiohttp.ClientTimeout(total=READ_TIMEOUT_S)
+        self._load_timeout = aiohttp.ClientTimeout(total=load_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONTROL_CONNECTIONS),
+            headers=self._headers,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def healthy(self, url: str) -> bool:
+        try:
+            answer = await self._call("GET", url + "/health", timeout=self._health_timeout)
+            return answer.status == 200
+        except ReplicaUnreachable:
+            return False
+
+    async def metrics(self, url: str) -> str:
+        answer = await self._call("GET", url + "/metrics")
+        if answer.status != 200:
+            raise ReplicaUnreachable(f"/metrics answered {answer.status}")
+        return answer.body.decode(errors="replace")
+
+    async def models(self, url: str) -> ServedModels:
+        answer = await self._call("GET", url + "/v1/models")
+        if answer.status != 200:
+            raise ReplicaUnreachable(f"/v1/models answered {answer.status}")
+        try:
+            cards = orjson.loads(answer.body)["data"]
+            base = frozenset(card["id"] for card in cards if not card.get("parent"))
+            adapters = {card["id"]: card.get("root") for card in cards if card.get("parent")}
+        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+            raise ReplicaUnreachable(f"/v1/models is not a model list ({error})") from None
+        return ServedModels(base, adapters)
+
+    async def load_adapter(self, url: str, name: str, path: str, in_place: bool) -> Answer:
+        body: dict[str, object] = {"lora_name": name, "lora_path": path}
+        if in_place:
+            body["load_inplace"] = True
+        return await self._call("POST", url + LOAD_PATH, body, self._load_timeout)
+
+    async def unload_adapter(self, url: str, name: str) -> Answer:
+        return await self._call("POST", url + UNLOAD_PATH, {"lora_name": name})
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, object] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> Answer:
+        assert self._session is not None, "ReplicaClient used before start()"
+        data = orjson.dumps(body) if body is not None else None
+        headers = {"content-type": "application/json"} if body is not None else None
+        try:
+            async with self._session.request(
+                method, url, data=data, headers=headers, timeout=timeout or self._read_timeout
+            ) as response:
+                return Answer(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ReplicaUnreachable(f"{type(error).__name__}: {error}") from None

@@ -1,0 +1,134 @@
+"""The safety stage's entry point: which policy applies to a request, compiled and ready.
+
+Policies come from the settings and from the policy store (a stored policy replaces a
+configured one of the same name, so operators can change a policy at runtime). All of them
+are compiled when loaded, and again whenever the tenancy store announces a change, so
+`for_request` is a few dict lookups; a request under no policy costs nothing more.
+
+Which policy: the API key's `metadata["safety_policy"]` if set, else the tenant's
+`safety_policy`, else `safety.default_policy`; the name "none" means no policy. A name that
+matches no policy fails the request (500): a safety policy that silently did nothing would be
+worse than an error the operator sees at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from gateway.errors import GatewayError
+from gateway.safety.events import SafetyEvents
+from gateway.safety.guard_model import GuardModel, GuardSessions
+from gateway.safety.policy import NO_POLICY, PolicySpec, SafetySettings
+from gateway.safety.policy_store import PolicyStore, open_policy_store
+from gateway.safety.runtime import CompiledPolicy, PolicyRuntime
+from gateway.settings import Settings
+from gateway.tenancy.auth import Principal
+from gateway.tenancy.store import Store
+
+logger = logging.getLogger("gateway.safety")
+
+KEY_METADATA_FIELD = "safety_policy"
+
+
+def missing_policy(name: str) -> GatewayError:
+    return GatewayError(
+        500,
+        f"The content policy '{name}' assigned to this API key or its tenant is not defined.",
+        "server_error",
+        code="safety_policy_missing",
+    )
+
+
+class SafetyEngine:
+    def __init__(
+        self,
+        settings: SafetySettings,
+        policies: PolicyStore,
+        audit_store: Store,
+        upstream_url: str | None = None,
+        upstream_api_key: str | None = None,
+    ) -> None:
+        self.events = SafetyEvents(settings.audit_queue_size)
+        self._settings = settings
+        self._policies = policies
+        self._audit_store = audit_store
+        self._upstream_url = upstream_url
+        self._upstream_api_key = upstream_api_key
+        self._sessions = GuardSessions()
+        self._compiled = self._compile(dict(settings.policies))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store) -> SafetyEngine:
+        """The engine for the gateway: policies beside the tenancy records, audit entries into
+        the tenancy `store`, guard models defaulting to the upstream."""
+        upstream = settings.upstream
+        url = str(upstream.url) if upstream.url is not None else None
+        policies = open_policy_store(settings.store)
+        return cls(settings.safety, policies, store, url, upstream.api_key)
+
+    @property
+    def policies(self) -> PolicyStore:
+        """For the admin API: attach as `admin_app.state.safety_policies`."""
+        return self._policies
+
+    @property
+    def policy_names(self) -> list[str]:
+        return sorted(self._compiled)
+
+    async def start(self) -> None:
+        """Load the stored policies; raises if the store cannot be read."""
+        self._compiled = self._compile(await self._specs())
+
+    async def reload(self) -> None:
+        """Reload after a change; a failure keeps the policies in force and is logged."""
+        try:
+            self._compiled = self._compile(await self._specs())
+        except Exception:
+            logger.exception("could not reload the safety policies; keeping the previous ones")
+
+    def for_request(self, principal: Principal | None) -> PolicyRuntime | None:
+        name = self._settings.default_policy
+        tenant_id = key_id = None
+        if principal is not None:
+            tenant_id, key_id = principal.tenant.id, principal.key.id
+            name = (
+                principal.key.metadata.get(KEY_METADATA_FIELD)
+                or principal.tenant.safety_policy
+                or name
+            )
+        if name is None or name == NO_POLICY:
+            return None
+        policy = self._compiled.get(name)
+        if policy is None:
+            raise missing_policy(name)
+        if policy.is_empty:
+            return None
+        return PolicyRuntime(policy, tenant_id, key_id, self.events)
+
+    async def run_background(self) -> None:
+        """Follow policy changes and write audit entries until cancelled."""
+        await asyncio.gather(
+            self._audit_store.listen_invalidations(self.reload),
+            self.events.write_audit(self._audit_store),
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.events.flush_audit(self._audit_store)
+        await self._sessions.close()
+        await self._policies.close()
+
+    async def _specs(self) -> dict[str, PolicySpec]:
+        specs = dict(self._settings.policies)
+        specs.update((policy.name, policy.spec) for policy in await self._policies.load_all())
+        return specs
+
+    def _compile(self, specs: dict[str, PolicySpec]) -> dict[str, CompiledPolicy]:
+        return {name: CompiledPolicy(name, spec, self._guard(spec)) for name, spec in specs.items()}
+
+    def _guard(self, spec: PolicySpec) -> GuardModel | None:
+        if spec.guard is None:
+            return None
+        return GuardModel(spec.guard, self._sessions, self._upstream_url, self._upstream_api_key)

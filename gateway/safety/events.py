@@ -1,0 +1,92 @@
+"""What the safety stage did, for metrics and the audit trail, never with the content itself.
+
+Every decision is one `SafetyEvent` (tenant, key, policy, rule, detector, direction, action).
+`SafetyEvents` counts them in memory (the metrics exporter reads `counts`, or subscribes a
+hook to see each one) and queues an audit entry for each; a background task writes the queue
+to the store, so a request never waits for the audit write. A full queue drops entries and
+counts them in `audit_dropped` rather than slowing requests down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from gateway.tenancy.models import AuditEntry
+from gateway.tenancy.secrets import new_id
+from gateway.tenancy.store import Store
+
+logger = logging.getLogger("gateway.safety")
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyEvent:
+    tenant_id: str | None
+    key_id: str | None
+    policy: str
+    rule: str
+    detector: str
+    direction: str  # input | output
+    action: str  # block | redact | mask | flag | unavailable (a guard model that failed)
+
+    @property
+    def labels(self) -> tuple[str, str, str, str, str, str]:
+        """The metric labels: per tenant, policy, rule, detector, direction and action."""
+        tenant = self.tenant_id or ANONYMOUS
+        return (tenant, self.policy, self.rule, self.detector, self.direction, self.action)
+
+    def audit_entry(self) -> AuditEntry:
+        change = {k: v for k, v in asdict(self).items() if k != "tenant_id"}
+        return AuditEntry(
+            id=new_id("audit"),
+            at=time.time(),
+            admin_key_id=self.key_id or ANONYMOUS,
+            action=f"safety.{self.action}",
+            target_type="tenant",
+            target_id=self.tenant_id or ANONYMOUS,
+            change=change,
+        )
+
+
+EventHook = Callable[[SafetyEvent], None]
+
+
+class SafetyEvents:
+    def __init__(self, audit_queue_size: int) -> None:
+        self.counts: dict[tuple[str, str, str, str, str, str], int] = {}
+        self.audit_dropped = 0
+        self._hooks: list[EventHook] = []
+        self._audit: asyncio.Queue[AuditEntry] = asyncio.Queue(audit_queue_size)
+
+    def subscribe(self, hook: EventHook) -> None:
+        """Call `hook` with every event, on the request's own path: it must be quick."""
+        self._hooks.append(hook)
+
+    def record(self, event: SafetyEvent) -> None:
+        labels = event.labels
+        self.counts[labels] = self.counts.get(labels, 0) + 1
+        for hook in self._hooks:
+            hook(event)
+        try:
+            self._audit.put_nowait(event.audit_entry())
+        except asyncio.QueueFull:
+            self.audit_dropped += 1
+
+    async def write_audit(self, store: Store) -> None:
+        """Write queued audit entries until cancelled; a failed write is logged and skipped."""
+        while True:
+            entry = await self._audit.get()
+            try:
+                await store.append_audit(entry)
+            except Exception:
+                logger.warning("could not write safety audit entry %s", entry.action, exc_info=True)
+
+    async def flush_audit(self, store: Store) -> None:
+        """Write what is queued now (at shutdown, and for tests)."""
+        while not self._audit.empty():
+            await store.append_audit(self._audit.get_nowait())

@@ -1,0 +1,208 @@
+"""The input stage: size limits, text rules and the guard model, before the prompt goes out.
+
+The texts of a request are the chat messages' string contents and text parts, or the
+completion prompt(s), or the embedding input(s). Every text is scanned before anything is
+recorded, so a request that is blocked counts as blocked only, and its other rules' redactions
+are never audited as if the request had gone through. Rewrites (redact, mask) change
+`request.body` in place; the caller re-serialises the body when `check` returns True.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import GatewayError
+from gateway.pipeline.body import Endpoint, InferenceRequest
+from gateway.safety.guard_model import GuardModel, GuardUnavailable
+from gateway.safety.policy import Action, DetectorName, RuleSpec
+from gateway.safety.rules import REWRITING, Hit, Rule, RuleSet, first_block, redaction, rewrite
+
+if TYPE_CHECKING:
+    from gateway.safety.runtime import PolicyRuntime
+
+CONTENT_POLICY_VIOLATION = "content_policy_violation"
+INPUT = "input"
+# The role of a completion prompt or embedding input, for rules limited to some roles.
+PROMPT_ROLE = "user"
+
+
+def policy_violation(message: str, param: str | None) -> GatewayError:
+    return GatewayError(400, message, param=param, code=CONTENT_POLICY_VIOLATION)
+
+
+def blocked_by(rule: str, detector: str, where: str) -> GatewayError:
+    return policy_violation(
+        f"The request was blocked by the content policy: rule '{rule}' ({detector}) "
+        f"matched in {where}.",
+        where,
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Where one text of the request lives, so a rewrite can put it back."""
+
+    container: Any  # the dict or list that holds the text
+    key: str | int
+    role: str
+    param: str
+
+    @property
+    def text(self) -> str:
+        return self.container[self.key]
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self.container[self.key] = value
+
+
+def _chat_slots(messages: list[dict[str, Any]]) -> list[_Slot]:
+    slots = []
+    for index, message in enumerate(messages):
+        role = message["role"]
+        content = message.get("content")
+        if isinstance(content, str):
+            slots.append(_Slot(message, "content", role, f"messages[{index}].content"))
+        elif isinstance(content, list):
+            for part_index, part in enumerate(content):
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    param = f"messages[{index}].content[{part_index}].text"
+                    slots.append(_Slot(part, "text", role, param))
+    return slots
+
+
+def _prompt_slots(body: dict[str, Any], field: str) -> list[_Slot]:
+    value = body[field]
+    if isinstance(value, str):
+        return [_Slot(body, field, PROMPT_ROLE, field)]
+    if all(isinstance(item, str) for item in value):
+        return [_Slot(value, i, PROMPT_ROLE, f"{field}[{i}]") for i in range(len(value))]
+    raise policy_violation(
+        f"This API key's content policy checks text: send '{field}' as text, not token ids.",
+        field,
+    )
+
+
+def text_slots(request: InferenceRequest) -> list[_Slot]:
+    if request.endpoint is Endpoint.CHAT:
+        return _chat_slots(request.body["messages"])
+    return _prompt_slots(request.body, request.endpoint.input_field)
+
+
+class InputChecker:
+    """The input side of one policy; immutable, shared by its requests."""
+
+    def __init__(
+        self, rules: list[Rule], size_rules: list[RuleSpec], guard: GuardModel | None
+    ) -> None:
+        self._rules = rules
+        self._size_rules = size_rules
+        self._guard = guard
+        self._by_role: dict[str, RuleSet] = {}
+
+    async def check(self, request: InferenceRequest, runtime: PolicyRuntime) -> bool:
+        """Raise on a block; apply redactions and masks; True when the body changed."""
+        slots = text_slots(request)
+        if self._size_rules:
+            self._check_size(request, slots, runtime)
+        changed = self._apply_rules(slots, runtime) if self._rules else False
+        if self._guard is not None:
+            await self._ask_guard(self._guard, slots, runtime)
+        return changed
+
+    def _rules_for(self, role: str) -> RuleSet:
+        rules = self._by_role.get(role)
+        if rules is None:
+            applicable = [r for r in self._rules if r.roles is None or role in r.roles]
+            rules = self._by_role[role] = RuleSet(applicable)
+        return rules
+
+    def _apply_rules(self, slots: list[_Slot], runtime: PolicyRuntime) -> bool:
+        found: list[tuple[_Slot, list[Hit]]] = []
+        for slot in slots:
+            hits = self._rules_for(slot.role).hits(slot.text)
+            if hits:
+                found.append((slot, hits))
+        for slot, hits in found:
+            block = first_block(hits)
+            if block is not None:
+                rule = block.rule
+                runtime.record(rule.name, rule.detector_name, INPUT, Action.BLOCK)
+                raise blocked_by(rule.name, rule.detector_name, slot.param)
+        changed = False
+        replacement = _replacement(runtime)
+        for slot, hits in found:
+            for hit in hits:
+                runtime.record(hit.rule.name, hit.rule.detector_name, INPUT, hit.rule.action)
+            if any(hit.rule.action in REWRITING for hit in hits):
+                text = slot.text
+                slot.text = rewrite(text, 0, len(text), hits, replacement)
+                changed = True
+        return changed
+
+    def _check_size(
+        self, request: InferenceRequest, slots: list[_Slot], runtime: PolicyRuntime
+    ) -> None:
+        chars = sum(len(slot.text) for slot in slots)
+        chat = request.endpoint is Endpoint.CHAT
+        messages = len(request.body["messages"]) if chat else len(slots)
+        for rule in self._size_rules:
+            limit = rule.max_prompt_chars
+            if limit is not None and chars > limit:
+                excess = f"the input has {chars} characters, more than {limit}"
+            elif rule.max_messages is not None and messages > rule.max_messages:
+                excess = f"the input has {messages} messages, more than {rule.max_messages}"
+            else:
+                continue
+            runtime.record(rule.name, DetectorName.SIZE_LIMITS.value, INPUT, rule.action)
+            if rule.action is Action.BLOCK:
+                raise policy_violation(
+                    f"The request was blocked by the content policy: rule '{rule.name}' "
+                    f"(size_limits): {excess}.",
+                    request.endpoint.input_field,
+                )
+
+    async def _ask_guard(
+        self, guard: GuardModel, slots: list[_Slot], runtime: PolicyRuntime
+    ) -> None:
+        spec = guard.spec
+        try:
+            verdict = await guard.verdict("\n".join(slot.text for slot in slots))
+        except GuardUnavailable as error:
+            runtime.record(spec.name, "guard_model", INPUT, "unavailable")
+            if spec.fail_open:
+                return
+            raise GatewayError(
+                503,
+                f"The content safety check is unavailable ({error}); try again later.",
+                "server_error",
+                code="safety_check_unavailable",
+            ) from None
+        if not verdict.unsafe:
+            return
+        runtime.record(spec.name, "guard_model", INPUT, spec.action)
+        if spec.action is Action.BLOCK:
+            detail = f"guard_model: {verdict.reason}" if verdict.reason else "guard_model"
+            raise policy_violation(
+                f"The request was blocked by the content policy: rule '{spec.name}' ({detail}) "
+                "judged the input unsafe.",
+                request_field(slots),
+            )
+
+
+def request_field(slots: list[_Slot]) -> str | None:
+    """The top-level field the texts came from (messages, prompt, input)."""
+    return slots[0].param.split("[", 1)[0] if slots else None
+
+
+def _replacement(runtime: PolicyRuntime) -> Callable[[Hit, str], str]:
+    vault = runtime.vault
+
+    def replace(hit: Hit, value: str) -> str:
+        if hit.rule.action is Action.MASK:
+            return vault.placeholder(hit.rule.detector.label, value)
+        return redaction(hit, value)
+
+    return replace

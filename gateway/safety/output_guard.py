@@ -1,0 +1,295 @@
+"""The output stage: answers scanned as they stream, and whole answers, with the same rules.
+
+A stream is scanned per choice. Each chunk's text joins what was held back; everything before
+the point where a match could still be growing (`RuleSet.hold_from`) is final: its matches are
+acted on and it is released, while the rest waits for the next chunk or the end of the choice.
+So a term or a card number split across chunks is caught, and what is held back is at most
+one detector window (usually the last word). A few characters of already released raw text
+are kept as context, for word boundaries and look-behinds at the seam.
+
+Events keep their framing: each upstream event leaves as one event, with its text replaced by
+what is released; a block ends the stream with a `content_filter` chunk and `[DONE]`.
+
+Cost: token chunks are recognised and edited as bytes (see token_events), and the token chunks
+of one choice that arrive together are scanned as one text. Other events are parsed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.safety.masking import MaskVault
+from gateway.safety.policy import Action
+from gateway.safety.rules import Hit, RuleSet, first_block, redaction, rewrite
+from gateway.safety.token_events import TokenRun, token_event
+
+if TYPE_CHECKING:
+    from gateway.safety.runtime import PolicyRuntime
+
+OUTPUT = "output"
+CONTENT_FILTER = "content_filter"
+_EVENT_END = b"\n\n"
+_DONE = b"data: [DONE]"
+_DATA_OBJECT = b"data: {"
+_CONTEXT_CHARS = 16
+_HEAD_FIELDS = ("id", "object", "created", "model")
+
+
+class _ChoiceText:
+    __slots__ = ("context", "finished", "held")
+
+    def __init__(self) -> None:
+        self.held = ""  # received, not yet released
+        self.context = ""  # the raw text released just before `held`
+        self.finished = False
+
+
+class OutputGuard:
+    """One request's answer; not shared between requests."""
+
+    def __init__(self, rules: RuleSet, vault: MaskVault, runtime: PolicyRuntime) -> None:
+        self._rules = rules
+        self._vault = vault
+        self._runtime = runtime
+        self._choices: dict[int, _ChoiceText] = {}
+        self._first_event = b""  # its id, object, created and model head the chunks we add
+        self._chat = True
+        self.blocked = False
+        self.usage: dict[str, Any] | None = None  # the last usage seen in the stream
+
+    def process_events(self, events: bytes) -> tuple[bytes, bool]:
+        """Rewrite complete SSE events; True once blocked (the output then ends the stream)."""
+        if self.blocked:
+            return b"", True
+        out: list[bytes] = []
+        run: TokenRun | None = None
+        at = 0
+        while at < len(events) and not self.blocked:
+            match = token_event(events, at)
+            if match is not None:
+                if run is not None and run.index == int(match[1]):
+                    run.add(match)
+                else:
+                    if run is not None:
+                        out.append(self._release_run(run, events))
+                    run = TokenRun(at, match)
+                at = match.end()
+                continue
+            if run is not None:
+                out.append(self._release_run(run, events))
+                run = None
+                if self.blocked:
+                    break
+            end = events.find(_EVENT_END, at)
+            if end < 0:  # not a complete event: passed on as it is
+                out.append(events[at:])
+                break
+            out.append(self._other_event(events[at:end]))
+            at = end + 2
+        if run is not None and not self.blocked:
+            out.append(self._release_run(run, events))
+        if self.blocked:
+            out += (self._closing_chunk(), _DONE, _EVENT_END)
+        return b"".join(out), self.blocked
+
+    def process_whole(self, body: bytes) -> bytes:
+        """A non-streamed answer: a blocked choice keeps its text up to the match and gets
+        `finish_reason: content_filter`; the other choices are rewritten independently."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        choices = document.get("choices") if isinstance(document, dict) else None
+        if not choices:
+            return body
+        changed = False
+        for choice in choices:
+            text = _choice_text(choice)
+            if not text:
+                continue
+            released, block = self._feed(_ChoiceText(), text, final=True)
+            if block is not None:
+                choice["finish_reason"] = CONTENT_FILTER
+            if block is not None or released != text:
+                _set_choice_text(choice, released)
+                changed = True
+        return orjson.dumps(document) if changed else body
+
+    def _release_run(self, run: TokenRun, events: bytes) -> bytes:
+        """Scan the run's text at once, and hand each event its part of what is released."""
+        if not self._first_event:
+            self._first_event = run.first_event(events)
+            self._chat = run.chat
+        state = self._choice_state(run.index)
+        held = len(state.held)
+        text, ends = run.texts(events)
+        if not (text or held):
+            return events[run.start : run.end]
+        prior = state.held
+        released, block = self._feed(state, text, final=False)
+        if block is not None:  # the run arrived at once: its first event carries the safe text
+            chunk = orjson.loads(run.first_event(events)[6:])
+            self._block(chunk["choices"], 0, released)
+            return b"data: " + orjson.dumps(chunk) + _EVENT_END
+        if len(ends) == 1:  # the usual paced stream: one event per read
+            return (
+                events[run.start : run.end]
+                if released == text
+                else run.spliced_one(events, released)
+            )
+        if (prior + text).startswith(released):
+            return run.released(events, ends, held, released)
+        return run.rewritten(events, released)
+
+    def _other_event(self, event: bytes) -> bytes:
+        """Any event but a token chunk, with its separator: parsed if it is a JSON object."""
+        if event.startswith(_DATA_OBJECT):
+            if not self._first_event:
+                self._first_event = event
+            chunk = orjson.loads(event[6:])
+            if self._process_chunk(chunk):
+                event = b"data: " + orjson.dumps(chunk)
+        elif event == _DONE:
+            flushed = self._flush()
+            if self.blocked:
+                return flushed
+            event = flushed + event
+        return event + _EVENT_END
+
+    def _process_chunk(self, chunk: dict[str, Any]) -> bool:
+        """Rewrite one parsed chunk in place; True when it changed."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if not choices:
+            return False
+        self._chat = "delta" in choices[0]
+        changed = False
+        for position, choice in enumerate(choices):
+            state = self._choice_state(choice.get("index", 0))
+            text = _choice_text(choice) or ""
+            finished = choice.get("finish_reason") is not None
+            if not (text or finished or state.held):
+                continue
+            released, block = self._feed(state, text, finished)
+            if block is not None:
+                self._block(choices, position, released)
+                return True
+            if released != text:
+                _set_choice_text(choice, released)
+                changed = True
+            state.finished = finished
+        return changed
+
+    def _choice_state(self, index: int) -> _ChoiceText:
+        state = self._choices.get(index)
+        if state is None:
+            state = self._choices[index] = _ChoiceText()
+        return state
+
+    def _block(self, choices: list[dict[str, Any]], position: int, released: str) -> None:
+        """The blocked choice keeps its safe text; the choices after it must not get through
+        raw; the closing chunk carries the finish reason."""
+        choice = choices[position]
+        _set_choice_text(choice, released)
+        choice["finish_reason"] = None
+        del choices[position + 1 :]
+        self.blocked = True
+
+    def _feed(self, state: _ChoiceText, new: str, final: bool) -> tuple[str, Hit | None]:
+        """Add `new` to the choice; return the text released now and the blocking hit if any."""
+        context = state.context
+        text = context + state.held + new
+        base = len(context)
+        rules = self._rules
+        end = len(text) if final else rules.hold_from(text, base)
+        hits = rules.hits(text, base) if rules else None
+        if hits:
+            hits = [hit for hit in hits if hit.start < end]
+        if hits:
+            block = first_block(hits)
+            if block is not None:
+                return self._blocked_text(text, base, hits, block), block
+            for hit in hits:
+                end = max(end, hit.end)
+                rule = hit.rule
+                self._runtime.record(rule.name, rule.detector_name, OUTPUT, rule.action)
+            released = rewrite(text, base, end, hits, redaction)
+        else:
+            released = text[base:end]
+        state.held = text[end:]
+        state.context = text[end - _CONTEXT_CHARS : end] if end > _CONTEXT_CHARS else text[:end]
+        return self._vault.restore(released), None
+
+    def _blocked_text(self, text: str, base: int, hits: list[Hit], block: Hit) -> str:
+        """The safe text before the blocking match; a rewrite straddling its start is cut."""
+        stop = block.start
+        for hit in hits:
+            if hit.start < stop < hit.end:
+                stop = hit.start
+        rule = block.rule
+        self._runtime.record(rule.name, rule.detector_name, OUTPUT, Action.BLOCK)
+        return self._vault.restore(rewrite(text, base, stop, hits, redaction))
+
+    def _flush(self) -> bytes:
+        """At [DONE]: an event with what choices that never finished still hold (or b"")."""
+        choices = []
+        for index, state in sorted(self._choices.items()):
+            if state.finished or not state.held:
+                continue
+            released, block = self._feed(state, "", final=True)
+            choices.append(self._choice(index, released, None))
+            if block is not None:
+                self.blocked = True
+                break
+        if not choices:
+            return b""
+        return b"data: " + orjson.dumps({**self._head(), "choices": choices}) + _EVENT_END
+
+    def _closing_chunk(self) -> bytes:
+        choices = [
+            self._choice(index, "", CONTENT_FILTER)
+            for index, state in sorted(self._choices.items())
+            if not state.finished
+        ]
+        return b"data: " + orjson.dumps({**self._head(), "choices": choices}) + _EVENT_END
+
+    def _head(self) -> dict[str, Any]:
+        first = orjson.loads(self._first_event[6:]) if self._first_event else {}
+        return {name: first[name] for name in _HEAD_FIELDS if name in first}
+
+    def _choice(self, index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+        if self._chat:
+            delta = {"content": text} if text else {}
+            return {
+                "index": index,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        return {
+            "index": index,
+            "text": text,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+            "stop_reason": None,
+        }
+
+
+def _choice_text(choice: dict[str, Any]) -> str | None:
+    """The text of a chat delta or message, or of a completion choice."""
+    holder = choice.get("delta") or choice.get("message")
+    text = holder.get("content") if holder is not None else choice.get("text")
+    return text if isinstance(text, str) else None
+
+
+def _set_choice_text(choice: dict[str, Any], text: str) -> None:
+    holder = choice.get("delta")
+    if holder is None:
+        holder = choice.get("message")
+    if holder is not None:
+        holder["content"] = text
+    else:
+        choice["text"] = text

@@ -1,0 +1,156 @@
+"""Stored safety policies, beside the tenancy records: a Redis hash or a SQLite table.
+
+They live in the same backend as the tenants (Redis when the gateway shares state, else the
+embedded SQLite file), so every instance sees the same policies; a change is announced on the
+tenancy store's invalidation channel and each instance reloads them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+
+from gateway.safety.policy import PolicySpec
+
+if TYPE_CHECKING:
+    from gateway.settings import StoreSettings
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPolicy:
+    name: str
+    spec: PolicySpec
+    updated_at: float
+
+    def document(self) -> bytes:
+        return orjson.dumps(
+            {"spec": self.spec.model_dump(mode="json"), "updated_at": self.updated_at}
+        )
+
+    @classmethod
+    def from_document(cls, name: str, document: bytes | str) -> StoredPolicy:
+        data = orjson.loads(document)
+        return cls(name, PolicySpec.model_validate(data["spec"]), data["updated_at"])
+
+
+class PolicyStore(Protocol):
+    async def load_all(self) -> list[StoredPolicy]:
+        """Sorted by name."""
+
+    async def get(self, name: str) -> StoredPolicy | None: ...
+
+    async def put(self, name: str, spec: PolicySpec) -> tuple[StoredPolicy, bool]:
+        """Create or replace; True when it was created."""
+
+    async def delete(self, name: str) -> bool:
+        """False when there was no such policy."""
+
+    async def close(self) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS safety_policies (
+    name TEXT PRIMARY KEY,
+    updated_at REAL NOT NULL,
+    doc TEXT NOT NULL
+)
+"""
+
+
+class SqlitePolicyStore:
+    """A table in the gateway's SQLite file; admin writes only, so calls stay synchronous."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(SCHEMA)
+
+    async def load_all(self) -> list[StoredPolicy]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, doc FROM safety_policies ORDER BY name"
+            ).fetchall()
+        return [StoredPolicy.from_document(name, doc) for name, doc in rows]
+
+    async def get(self, name: str) -> StoredPolicy | None:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT doc FROM safety_policies WHERE name = ?", (name,)
+            ).fetchall()
+        return StoredPolicy.from_document(name, rows[0][0]) if rows else None
+
+    async def put(self, name: str, spec: PolicySpec) -> tuple[StoredPolicy, bool]:
+        policy = StoredPolicy(name, spec, time.time())
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                existed = self._db.execute(
+                    "SELECT 1 FROM safety_policies WHERE name = ?", (name,)
+                ).fetchall()
+                self._db.execute(
+                    "INSERT OR REPLACE INTO safety_policies (name, updated_at, doc) "
+                    "VALUES (?, ?, ?)",
+                    (name, policy.updated_at, policy.document().decode()),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return policy, not existed
+
+    async def delete(self, name: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM safety_policies WHERE name = ?", (name,))
+        return cursor.rowcount > 0
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RedisPolicyStore:
+    """One hash, ``{prefix}safety-policies``: policy name -> JSON document."""
+
+    def __init__(self, url: str, prefix: str, timeout_s: float = 0.5) -> None:
+        self._redis = aioredis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._key = f"{prefix}safety-policies"
+
+    async def load_all(self) -> list[StoredPolicy]:
+        documents = await self._redis.hgetall(self._key)
+        return sorted(
+            (StoredPolicy.from_document(name.decode(), doc) for name, doc in documents.items()),
+            key=lambda policy: policy.name,
+        )
+
+    async def get(self, name: str) -> StoredPolicy | None:
+        document = await self._redis.hget(self._key, name)
+        return StoredPolicy.from_document(name, document) if document is not None else None
+
+    async def put(self, name: str, spec: PolicySpec) -> tuple[StoredPolicy, bool]:
+        policy = StoredPolicy(name, spec, time.time())
+        added = await self._redis.hset(self._key, name, policy.document())
+        return policy, added == 1
+
+    async def delete(self, name: str) -> bool:
+        return await self._redis.hdel(self._key, name) == 1
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def open_policy_store(settings: StoreSettings) -> PolicyStore:
+    """Beside the tenancy records: Redis when a URL is configured, else the SQLite file."""
+    if settings.redis_url:
+        return RedisPolicyStore(settings.redis_url, settings.redis_prefix, settings.redis_timeout_s)
+    return SqlitePolicyStore(settings.sqlite_path)

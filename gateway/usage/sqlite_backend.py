@@ -1,0 +1,124 @@
+"""The ledger in the embedded SQLite file, beside the key store, in tables of its own.
+
+A flush is one transaction: an UPSERT per row, and the writer's applied batch sequence, so a
+retried batch is skipped exactly as in Redis. The calls run in a worker thread: a write may
+wait up to `busy_timeout_s` for another process's write lock, and the event loop must not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from gateway.usage.backend import Batch, UsageFilter, UsageStoreError
+from gateway.usage.counts import COUNTER_FIELDS, UsageCounts, UsageKey
+
+# A writer's applied sequence is only needed while it may retry; rows of writers silent this
+# long are dropped (one per process start, so few in any case).
+WRITER_RETENTION_S = 7 * 86400
+
+SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    PRIMARY KEY (day, tenant_id, key_id, model)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_daily_by_tenant ON usage_daily (tenant_id, day);
+CREATE TABLE IF NOT EXISTS usage_writers (
+    writer_id TEXT PRIMARY KEY,
+    applied_sequence INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+COMMIT;
+"""
+
+_COLUMNS = ", ".join(COUNTER_FIELDS)
+_ADD_COUNTERS = ", ".join(f"{name} = {name} + excluded.{name}" for name in COUNTER_FIELDS)
+UPSERT_ROW = (
+    f"INSERT INTO usage_daily (day, tenant_id, key_id, model, {_COLUMNS}) "
+    f"VALUES (?, ?, ?, ?, {', '.join('?' * len(COUNTER_FIELDS))}) "
+    f"ON CONFLICT (day, tenant_id, key_id, model) DO UPDATE SET {_ADD_COUNTERS}"
+)
+SET_APPLIED = (
+    "INSERT INTO usage_writers VALUES (?, ?, ?) ON CONFLICT (writer_id) DO UPDATE SET "
+    "applied_sequence = excluded.applied_sequence, updated_at = excluded.updated_at"
+)
+
+
+class SqliteUsageBackend:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode = WAL")
+        # As the key store: in WAL mode NORMAL cannot corrupt the file, and a power cut can
+        # only lose the last commits, as it would lose the in-memory buffer anyway.
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.executescript(SCHEMA)
+
+    async def write(self, batches: list[Batch]) -> None:
+        await asyncio.to_thread(self._write, batches)
+
+    def _write(self, batches: list[Batch]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for batch in batches:
+                    if self._applied_sequence(batch.writer_id) >= batch.sequence:
+                        continue
+                    rows = [(*key, *counts.values()) for key, counts in batch.counts.items()]
+                    self._db.executemany(UPSERT_ROW, rows)
+                    self._db.execute(SET_APPLIED, (batch.writer_id, batch.sequence, now))
+                self._db.execute(
+                    "DELETE FROM usage_writers WHERE updated_at < ?", (now - WRITER_RETENTION_S,)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _applied_sequence(self, writer_id: str) -> int:
+        row = self._db.execute(
+            "SELECT applied_sequence FROM usage_writers WHERE writer_id = ?", (writer_id,)
+        ).fetchone()
+        return row[0] if row else 0
+
+    async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
+        try:
+            return await asyncio.to_thread(self._read, usage_filter)
+        except sqlite3.Error as error:
+            raise UsageStoreError(f"SQLite: {error}") from error
+
+    def _read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
+        conditions = [
+            ("tenant_id = ?", usage_filter.tenant_id),
+            ("key_id = ?", usage_filter.key_id),
+            ("model = ?", usage_filter.model),
+            ("day >= ?", usage_filter.first_day),
+            ("day <= ?", usage_filter.last_day),
+        ]
+        given = [(condition, value) for condition, value in conditions if value is not None]
+        where = " AND ".join(condition for condition, _ in given) or "1"
+        query = f"SELECT day, tenant_id, key_id, model, {_COLUMNS} FROM usage_daily WHERE {where}"
+        with self._lock:
+            rows = self._db.execute(query, [value for _, value in given]).fetchall()
+        return [(UsageKey(*row[:4]), UsageCounts(*row[4:])) for row in rows]
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,120 @@
+"""Limiters to test: the in-process one and the Redis one (a real Redis), made alike.
+
+`make_limiter` builds a `Limiter` of the test's kind; Redis limiters share one key prefix per
+test, so several of them act like several gateway instances on one Redis. `own_redis` is a
+redis-server of the test's own, which the test may stop, restart (same port) or slow down.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from gateway.limits import Limiter, open_limiter
+from gateway.settings import DefaultLimits, LimitsSettings, StoreSettings
+from gateway.tenancy.auth import Principal
+from gateway.tenancy.models import ApiKey, Limits, Tenant
+from tests.fixtures.processes import ServerProcess, free_port
+from tests.fixtures.redis import answers_ping, delete_prefixed_keys
+
+MakeLimiter = Callable[..., Awaitable[Limiter]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "limits_e2e: limits through real gateway processes (needs the pipeline wiring)"
+    )
+
+
+def principal(
+    tenant_limits: Limits | None = None,
+    key_limits: Limits | None = None,
+    *,
+    tenant_id: str = "ten_1",
+    key_id: str = "key_1",
+) -> Principal:
+    tenant = Tenant(tenant_id, f"tenant-{tenant_id}", limits=tenant_limits or Limits())
+    key = ApiKey(
+        key_id, tenant_id, f"key-{key_id}", "sk-test", "hash", limits=key_limits or Limits()
+    )
+    return Principal.of(key, tenant)
+
+
+@pytest.fixture(params=["local", "redis"])
+def limiter_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def make_limiter(
+    limiter_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[MakeLimiter]:
+    """Started limiters of the test's kind; `redis_url=` makes a Redis one on that server."""
+    prefix = f"test-limits-{uuid.uuid4().hex}:"
+    made: list[tuple[Limiter, str | None]] = []
+
+    async def make(
+        defaults: Limits | None = None, *, redis_url: str | None = None, **settings: object
+    ) -> Limiter:
+        if redis_url is None and limiter_kind == "redis":
+            redis_url = request.getfixturevalue("redis_url")
+        limits = LimitsSettings(
+            defaults=DefaultLimits(**asdict(defaults or Limits())),
+            redis_timeout_s=settings.pop("redis_timeout_s", 1.0),
+            **settings,
+        )
+        limiter = open_limiter(limits, StoreSettings(redis_url=redis_url, redis_prefix=prefix))
+        await limiter.start()
+        made.append((limiter, redis_url))
+        return limiter
+
+    yield make
+    for limiter, _ in made:
+        await limiter.close()
+    for url in {url for _, url in made if url is not None}:
+        if answers_ping(url):
+            await delete_prefixed_keys(url, prefix)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+class RedisServer:
+    """A redis-server on a fixed port that a test can stop and start again."""
+
+    def __init__(self, log_dir: Path, port: int) -> None:
+        self.url = f"redis://127.0.0.1:{port}"
+        self._port = port
+        self._log_dir = log_dir
+        self._process: ServerProcess | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        log_path = self._log_dir / f"redis-{self._port}.log"
+        argv = ["redis-server", "--port", str(self._port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self._log_dir)]
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
+        self._process = ServerProcess(process, self.url, log_path)
+        deadline = time.monotonic() + timeout
+        while not answers_ping(self.url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not come up:\n{self._process.log()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None

@@ -1,0 +1,143 @@
+"""LoRA routing through a real gateway process over several stand-in replicas: an adapter
+registered at runtime is loaded on first use and stays there, a tenant sees only its own
+names, a replica that is down costs no request, and a load vLLM refuses is a clear error."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.fixtures.gateway import Gateway, start_gateway
+from tests.fixtures.metrics import metric_value
+from tests.fixtures.processes import ServerProcess
+from tests.fixtures.replicas import served_adapters
+from tests.fixtures.standin import start_standin
+
+FAST = {
+    "routing__health_interval_s": "0.2",
+    "routing__scrape_interval_s": "0.2",
+    "routing__registry_refresh_s": "0.2",
+}
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    log_dir = tmp_path_factory.mktemp("replicas")
+    servers = [start_standin(log_dir, "--max-loras", "2") for _ in range(3)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def lora_gateway(
+    replicas: list[ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    first, *others = replicas
+    gateway = start_gateway(
+        first.url,
+        tmp_path_factory.mktemp("gateway"),
+        upstream__replicas=json.dumps([s.url for s in others]),
+        **FAST,
+    )
+    yield gateway
+    gateway.stop()
+
+
+def tenant_with_adapter(gateway: Gateway, adapter_dir: Path) -> tuple[str, openai.OpenAI]:
+    """A new tenant, its own registered adapter, and a client: (adapter name, client)."""
+    adapter = f"lora-{uuid.uuid4().hex[:8]}"
+    tenant_id, secret = gateway.new_tenant(adapter, {})
+    registered = gateway.admin(
+        "POST",
+        "/adapters",
+        json={
+            "name": adapter,
+            "path": str(adapter_dir),
+            "base_model": "base",
+            "tenant_id": tenant_id,
+        },
+    )
+    assert registered.status_code == 201, registered.text
+    models = {"my-model": {"base_model": "base", "adapter": adapter}}
+    mapped = gateway.admin("PATCH", f"/tenants/{tenant_id}", json={"models": models})
+    assert mapped.status_code == 200, mapped.text
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
+    return adapter, client
+
+
+def requests_served(server: ServerProcess) -> float:
+    return metric_value(server.url, "vllm:request_success_total")
+
+
+def test_a_runtime_adapter_is_loaded_on_first_use_and_stays_there(
+    lora_gateway: Gateway, replicas: list[ServerProcess], tmp_path: Path
+) -> None:
+    adapter, client = tenant_with_adapter(lora_gateway, tmp_path)
+    before = [requests_served(s) for s in replicas]
+    for _ in range(4):
+        answer = client.completions.create(model="my-model", prompt="hi", max_tokens=4)
+        assert answer.model == "my-model"
+    stream = client.chat.completions.create(
+        model="my-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+    )
+    assert {chunk.model for chunk in stream} == {"my-model"}
+    holders = [s for s in replicas if adapter in served_adapters(s.url)]
+    assert len(holders) == 1
+    served = [requests_served(s) - b for s, b in zip(replicas, before, strict=True)]
+    assert served[replicas.index(holders[0])] == 5
+    assert sum(served) == 5
+
+
+def test_a_tenant_cannot_reach_another_tenants_adapter(
+    lora_gateway: Gateway, tmp_path: Path
+) -> None:
+    adapter, owner = tenant_with_adapter(lora_gateway, tmp_path)
+    owner.completions.create(model="my-model", prompt="hi", max_tokens=2)
+    _, other = tenant_with_adapter(lora_gateway, tmp_path)
+    for name in (adapter, "my-model-of-the-other-tenant"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            other.completions.create(model=name, prompt="hi", max_tokens=2)
+        assert caught.value.body["code"] == "model_not_found"
+
+
+def test_an_adapter_vllm_cannot_load_is_a_clear_openai_error(
+    lora_gateway: Gateway, tmp_path: Path
+) -> None:
+    _, client = tenant_with_adapter(lora_gateway, tmp_path / "missing")
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.completions.create(model="my-model", prompt="hi", max_tokens=2)
+    assert caught.value.status_code == 502
+    assert caught.value.body["code"] == "adapter_load_failed"
+    assert "`my-model`" in caught.value.body["message"]
+
+
+def test_a_replica_that_is_down_costs_no_request(tmp_path: Path) -> None:
+    up, down = (start_standin(tmp_path) for _ in range(2))
+    # Health checks far apart: the requests themselves run into the dead replica.
+    gateway = start_gateway(
+        up.url,
+        tmp_path,
+        upstream__replicas=json.dumps([down.url]),
+        routing__health_interval_s="600",
+        routing__eject_after_failures="100",
+    )
+    try:
+        down.stop()
+        for _ in range(4):
+            response = httpx.post(
+                gateway.url + "/v1/completions",
+                json={"model": "base", "prompt": "hi", "max_tokens": 2},
+                headers=gateway.headers,
+            )
+            assert response.status_code == 200, response.text
+        assert httpx.get(gateway.url + "/readyz").status_code == 200
+    finally:
+        gateway.stop()
+        up.stop()

@@ -1,0 +1,30 @@
+"""The admin app with the usage route, as a gateway builds it, for uvicorn to serve in tests.
+
+`uvicorn --factory tests.gateway.usage.admin_app:create_app`, configured by the gateway's
+environment variables. It lets the admin API and CLI be tested over HTTP without an upstream.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import FastAPI
+
+from gateway.admin.api import create_admin_app
+from gateway.admin.usage_api import attach_usage
+from gateway.settings import load_settings
+from gateway.tenancy.open_store import open_store
+from gateway.tenancy.secrets import KeyHasher
+from gateway.usage.open_ledger import open_ledger
+
+
+def create_app() -> FastAPI:
+    settings = load_settings()
+    store = settings.store
+    app = create_admin_app(
+        open_store(store.redis_url, store.sqlite_path, store.redis_prefix, store.redis_timeout_s),
+        KeyHasher(secrets.token_bytes(32)),  # no keys are created here
+        settings.admin.all_keys(),
+    )
+    attach_usage(app, open_ledger(settings))
+    return app
