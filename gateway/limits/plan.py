@@ -29,9 +29,10 @@ class ScopeLimits:
     tokens_per_day: int | None
     tokens_per_month: int | None
 
-    def script_args(self) -> tuple[int, ...]:
-        return tuple(
-            NOT_LIMITED if value is None else value
+    def script_limits(self) -> str:
+        """The five limits as the Redis scripts read them: "rpm,tpm,concurrent,day,month"."""
+        return ",".join(
+            str(NOT_LIMITED if value is None else value)
             for value in (
                 self.requests_per_minute,
                 self.tokens_per_minute,
@@ -45,7 +46,7 @@ class ScopeLimits:
 @dataclass(frozen=True, slots=True)
 class Plan:
     scopes: tuple[ScopeLimits, ...]
-    script_args: tuple[int, ...]  # every scope's five limits, in scope order
+    script_args: tuple[str, ...]  # per scope: its id and its limits, for the Redis scripts
     leased: bool  # some scope limits concurrency, so the reservation holds leases
 
 
@@ -76,7 +77,7 @@ def plan_for(principal: Principal, defaults: Limits) -> Plan:
         scopes.append(_scope(f"t:{tenant.id}", f"tenant '{tenant.name}'", tenant_limits))
     if _limited(key.limits):
         scopes.append(_scope(f"k:{key.id}", f"key '{key.name}' ({key.id})", key.limits))
-    args = tuple(value for scope in scopes for value in scope.script_args())
+    args = tuple(arg for scope in scopes for arg in (scope.scope_id, scope.script_limits()))
     leased = any(scope.max_concurrent is not None for scope in scopes)
     return Plan(tuple(scopes), args, leased)
 

@@ -1,10 +1,12 @@
 """The shared limiter: exact limits across gateway instances, one Redis round trip per request.
 
 `acquire` runs the RESERVE script under the configured timeout and raises
-`SharedLimiterUnavailable` when Redis does not answer in time, so the failure policy can act;
-`release` only queues the settlement: a background task sends the queue as one SETTLE call
-per batch, and another renews the leases of requests still running. See redis_scripts.py for
-the algorithm.
+`SharedLimiterUnavailable` when Redis does not answer in time, so the failure policy can act.
+`release` only queues the settlement: the next reservation of this instance carries up to
+`MAX_CARRIED` queued settlements in its own round trip (so under load settling costs no round
+trip at all, and a client's next request never finds its previous one still counted), and
+whatever no request picked up within `LINGER_S` goes out as a batch from a background task,
+which also renews the leases of requests still running. See redis_scripts.py for the algorithm.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 # Settlement and renewal are off the request path: they may wait longer than a request would.
 BACKGROUND_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 64
+MAX_CARRIED = 2  # settlements a reservation carries: more than one, to drain the queue
+LINGER_S = 0.005  # how long a settlement waits for a reservation to carry it
 MAX_BATCH = 500  # settlements per SETTLE call: keeps each script run around a millisecond
 MAX_PENDING = 100_000  # settlements queued while Redis is away; older ones are dropped
 GIVE_UP_AFTER_S = 120.0  # a batch failing this long is dropped: its window and leases are over
-_BATCH_MARKER_TTL_MS = str(int(GIVE_UP_AFTER_S * 2000))
-_BUDGET_KEY_GRACE_S = 86400  # budget counters outlive their period by a day, for inspection
+_BUDGET_KEY_GRACE_S = 86400  # budget counters outlive their month by a day, for inspection
+_NO_BATCH = ("", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +65,18 @@ class _Script:
 
 @dataclass(slots=True)
 class _Batch:
-    marker: str  # the key that SETTLE sets, so that the batch counts once however often sent
+    marker: str  # the key the scripts set, so that the batch counts once however often sent
     settlements: list[tuple[Reservation, int]]
-    created_at: float
+    created_at: float = field(default_factory=time.monotonic)
+
+    def script_args(self) -> list[object]:
+        args: list[object] = [self.marker, len(self.settlements)]
+        for reservation, used in self.settlements:
+            plan, period = reservation.plan, reservation.period
+            args += (reservation.id, reservation.tokens, used, period.day, period.month)
+            args.append(len(plan.scopes))
+            args += plan.script_args
+        return args
 
 
 _RESERVE = _Script(redis_scripts.RESERVE)
@@ -99,11 +112,12 @@ class RedisLimiter:
         self._lease_ttl_s = lease_ttl_s
         self._retry_interval_s = retry_interval_s
         self._stats = stats
-        self._window_us = str(int(WINDOW_S * 1_000_000))
+        self._common_args = (self._prefix, str(int(WINDOW_S * 1_000_000)))
         self._lease_ttl_us = str(int(lease_ttl_s * 1_000_000))
         self._pending: list[tuple[Reservation, int]] = []
         self._unsent: deque[_Batch] = deque()
         self._wake = asyncio.Event()
+        self._linger: asyncio.TimerHandle | None = None
         self._closing = False
         self._live: weakref.WeakValueDictionary[str, Reservation] = weakref.WeakValueDictionary()
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,19 +126,31 @@ class RedisLimiter:
     async def acquire(
         self, plan: Plan, reservation_id: str, tokens: int, period: Period
     ) -> Reservation:
+        carried = _NO_BATCH
+        batch = None
+        if self._pending:
+            batch = _Batch(self._marker(), self._pending[:MAX_CARRIED])
+            del self._pending[:MAX_CARRIED]
+            carried = batch.script_args()
         args = [
+            *self._common_args,
+            self._lease_ttl_us,
+            int(period.month_ends_at) + _BUDGET_KEY_GRACE_S,
+            period.day,
+            period.month,
             reservation_id,
             tokens,
-            self._window_us,
-            self._lease_ttl_us,
-            int(period.day_ends_at) + _BUDGET_KEY_GRACE_S,
-            int(period.month_ends_at) + _BUDGET_KEY_GRACE_S,
+            len(plan.scopes),
             *plan.script_args,
+            *carried,
         ]
         try:
             async with asyncio.timeout(self._timeout_s):
-                reply = await self._run(_RESERVE, self._keys(plan, period), args)
+                reply = await self._run(_RESERVE, args)
         except REDIS_FAILURES as error:
+            if batch is not None:  # it may or may not have been applied: its marker knows
+                self._unsent.append(batch)
+                self._wake.set()
             raise SharedLimiterUnavailable(repr(error)) from error
         if reply[0] == 0:
             raise _exceeded(plan, reply, tokens, period)
@@ -144,7 +170,8 @@ class RedisLimiter:
             del self._pending[:MAX_BATCH]
             self._stats.settlements_dropped += MAX_BATCH
         self._pending.append((reservation, used_tokens))
-        self._wake.set()
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._wake.set)
 
     async def start(self) -> None:
         """Load the scripts now, so that the first requests need one round trip, not three."""
@@ -162,6 +189,8 @@ class RedisLimiter:
     async def close(self) -> None:
         """Stop the background tasks, send what is still queued, and disconnect."""
         self._closing = True
+        if self._linger is not None:
+            self._linger.cancel()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -175,50 +204,33 @@ class RedisLimiter:
         self._stats.settlements_dropped += sum(len(batch.settlements) for batch in self._unsent)
         await self._client.aclose(close_connection_pool=True)
 
-    def _keys(self, plan: Plan, period: Period) -> list[str]:
-        keys: list[str] = []
-        for scope in plan.scopes:
-            base = self._prefix + scope.scope_id
-            keys += (
-                base + ":r",
-                base + ":t",
-                base + ":ts",
-                base + ":c",
-                f"{base}:d:{period.day}",
-                f"{base}:m:{period.month}",
-            )
-        return keys
+    def _marker(self) -> str:
+        return f"{self._prefix}settled:{uuid.uuid4().hex}"
 
-    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[object]) -> list:
+    async def _run(self, script: _Script, args: Sequence[object]) -> list:
         try:
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._client.evalsha(script.sha, 0, *args)
         except NoScriptError:
             # Redis restarted or flushed its script cache since we last loaded it.
             await self._client.script_load(script.source)
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._client.evalsha(script.sha, 0, *args)
 
     def _batch_pending(self) -> None:
         while self._pending:
             settlements = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
-            marker = f"{self._prefix}settled:{uuid.uuid4().hex}"
-            self._unsent.append(_Batch(marker, settlements, time.monotonic()))
+            self._unsent.append(_Batch(self._marker(), settlements))
 
     async def _settle(self, batch: _Batch) -> None:
-        keys = [batch.marker]
-        args: list[object] = [self._window_us, _BATCH_MARKER_TTL_MS]
-        for reservation, used in batch.settlements:
-            keys += self._keys(reservation.plan, reservation.period)
-            args += (reservation.id, reservation.tokens, used, len(reservation.plan.scopes))
-            args += reservation.plan.script_args
-        await self._run(_SETTLE, keys, args)
+        await self._run(_SETTLE, [*self._common_args, *batch.script_args()])
 
     async def _settle_forever(self) -> None:
-        """Send settlements as they come, oldest batch first; a batch that fails is sent
+        """Send what no reservation carried, oldest batch first; a batch that fails is sent
         again with the same marker (which makes the retry safe) until Redis takes it."""
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
+            self._linger = None
             self._batch_pending()
             while self._unsent and not self._closing:
                 batch = self._unsent[0]
@@ -250,17 +262,17 @@ class RedisLimiter:
             if not held:
                 continue
             args: list[object] = [self._lease_ttl_us]
-            for ids in held.values():
-                args += (len(ids), *ids)
+            for key, ids in held.items():
+                args += (key, len(ids), *ids)
             try:
                 async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
-                    await self._run(_RENEW, list(held), args)
+                    await self._run(_RENEW, args)
             except REDIS_FAILURES as error:
                 self._warning.warn("could not renew concurrency leases: %r", error)
 
 
 def _exceeded(plan: Plan, reply: list, tokens: int, period: Period) -> LimitExceeded:
-    _, scope_index, kind_number, limit, used, retry_us = reply
+    _, scope_number, kind_number, limit, used, retry_us = reply
     kind = KIND_BY_NUMBER[kind_number]
     retry: float | None
     if kind is Kind.CONCURRENT:
@@ -270,4 +282,4 @@ def _exceeded(plan: Plan, reply: list, tokens: int, period: Period) -> LimitExce
     else:
         retry = retry_us / 1e6 if retry_us >= 0 else None
     requested = 1 if kind in (Kind.REQUESTS, Kind.CONCURRENT) else tokens
-    return LimitExceeded(plan.scopes[scope_index], kind, limit, used, requested, retry)
+    return LimitExceeded(plan.scopes[scope_number - 1], kind, limit, used, requested, retry)

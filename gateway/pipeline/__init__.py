@@ -13,7 +13,7 @@ from gateway.context import RequestContext
 from gateway.limits import Limiter, estimate_prompt_tokens, estimate_tokens, tokens_used
 from gateway.observability import access_log, metrics
 from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request, upstream_body
-from gateway.pipeline.relay import relay_stream, relay_whole
+from gateway.pipeline.relay import estimated_usage, relay_stream, relay_whole
 from gateway.pipeline.tenant_policy import resolve_model
 from gateway.routing import ModelTarget, Router
 from gateway.settings import Settings
@@ -68,10 +68,11 @@ class InferencePipeline:
                 await relay_whole(ctx, self._transport, response, rename, send)
         finally:
             metrics.upstream_finished(replica.url, error=ctx.status == 0 or ctx.status >= 500)
+            prompt = estimate_prompt_tokens(request)
+            if ctx.usage is None and ctx.streamed_events:
+                ctx.usage = estimated_usage(prompt, ctx.streamed_events)
             if reservation is not None:
-                prompt = estimate_prompt_tokens(request)
-                used = tokens_used(ctx.usage, prompt, ctx.streamed_events)
-                self._limiter.settle(reservation, used)
+                self._limiter.settle(reservation, tokens_used(ctx.usage, prompt, 0))
 
     async def _authenticate(self, ctx: RequestContext, scope: Scope) -> Principal | None:
         if self._authenticator is None:

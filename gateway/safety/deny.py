@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.safety.detector import Detector, Tail
+from gateway.safety.detector import Detector, Scan, Tail
 
 _WHITESPACE = re.compile(r"\s+")
 _WORD_CHAR = re.compile(r"\w")
@@ -64,7 +64,7 @@ def deny_terms(terms: list[str]) -> Detector:
     spaced = any(" " in word for word in words)
     return Detector(
         label="TERM",
-        pattern=re.compile(rf"{_branches(trie, partial=False)}(?!\w)"),
+        scans=(Scan(re.compile(rf"{_branches(trie, partial=False)}(?!\w)")),),
         max_span=max(len(word) for word in words) + _PHRASE_SLACK,
         word_tail=not spaced,
         tails=(Tail(rf"(?<!\w)(?i:{_branches(trie, partial=True)})"),) if spaced else (),
@@ -77,7 +77,7 @@ def deny_regex(patterns: list[str], window_chars: int) -> Detector:
     """An operator's regexes; on streams a match is looked for within `window_chars`."""
     return Detector(
         label="PATTERN",
-        pattern=re.compile("|".join(f"(?:{pattern})" for pattern in patterns)),
+        scans=(Scan(re.compile("|".join(f"(?:{pattern})" for pattern in patterns))),),
         max_span=window_chars,
         tails=None,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.safety.detector import Detector, Tail
+from gateway.safety.detector import Detector, Scan, Tail, contains
 
 _PRIOR = (
     r"(?:(?:all|any|the|your|my|these|those|of)\s+)*"
@@ -27,31 +27,51 @@ _LIMITS = (
     r"(?:restrictions|rules|limits|limitations|filters|guidelines|boundaries|censorship|policies)"
 )
 
+# (words one of which every match contains, phrase): each phrase is its own scan behind a
+# substring test for its words (see detector).
 PHRASES = (
-    rf"(?:ignore|disregard|forget|override|bypass|skip)\s+(?:{_PRIOR}\s+|all\s+(?:of\s+)?"
-    rf"(?:the\s+|your\s+)?|your\s+){_RULES}",
-    r"(?:you\s+are|you're)\s+(?:now\s+)?(?:dan\b|in\s+developer\s+mode|jailbroken|unfiltered|"
-    r"uncensored|unrestricted|free\s+(?:of|from)\s+(?:all\s+)?(?:rules|restrictions))",
-    r"do\s+anything\s+now\b",
-    r"developer\s+mode\s+(?:enabled|on|activated)",
-    rf"(?:pretend|imagine|act\s+as\s+if)\s+(?:that\s+)?you\s+(?:are|have|had)\s+(?:no|without)\s+"
-    rf"(?:\w+\s+){{0,2}}{_LIMITS}",
-    r"act\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|evil|jailbroken)\b",
-    r"(?:reveal|print|show|repeat|output|leak|display|tell\s+me)\s+(?:me\s+)?(?:your|the)\s+"
-    r"(?:full\s+|entire\s+|exact\s+|complete\s+)?(?:system|initial|hidden|original|secret)\s+"
-    r"(?:prompt|instructions|message)",
-    rf"(?:no\s+longer|not)\s+bound\s+by\s+(?:any\s+)?(?:\w+\s+)?{_LIMITS}",
-    rf"without\s+(?:any\s+)?(?:ethical|moral|safety)\s+{_LIMITS}",
-    r"jailbreak(?:ed)?\s+(?:mode|prompt)\b",
-    r"(?:new|updated)\s+system\s+(?:prompt|instructions)\s*:",
-    r"<\|im_start\|>\s*system|\[\s*/?\s*(?:system|inst)\s*\]|<\s*/?\s*system\s*>",
+    (
+        ("ignore", "disregard", "forget", "override", "bypass", "skip"),
+        rf"(?:ignore|disregard|forget|override|bypass|skip)\s+(?:{_PRIOR}\s+|all\s+(?:of\s+)?"
+        rf"(?:the\s+|your\s+)?|your\s+){_RULES}",
+    ),
+    (
+        ("you",),
+        r"you(?:\s+are|'re)\s+(?:now\s+)?(?:dan\b|in\s+developer\s+mode|jailbroken|unfiltered|"
+        r"uncensored|unrestricted|free\s+(?:of|from)\s+(?:all\s+)?(?:rules|restrictions))",
+    ),
+    (("anything",), r"do\s+anything\s+now\b"),
+    (("developer",), r"developer\s+mode\s+(?:enabled|on|activated)"),
+    (
+        ("pretend", "imagine", "act"),
+        rf"(?:pretend|imagine|act\s+as\s+if)\s+(?:that\s+)?you\s+(?:are|have|had)\s+"
+        rf"(?:no|without)\s+(?:\w+\s+){{0,2}}{_LIMITS}",
+    ),
+    (
+        ("act",),
+        r"act\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|evil|jailbroken)\b",
+    ),
+    (
+        ("prompt", "instructions", "message"),
+        r"(?:reveal|print|show|repeat|output|leak|display|tell\s+me)\s+(?:me\s+)?(?:your|the)\s+"
+        r"(?:full\s+|entire\s+|exact\s+|complete\s+)?(?:system|initial|hidden|original|secret)\s+"
+        r"(?:prompt|instructions|message)",
+    ),
+    (("bound",), rf"(?:no\s+longer|not)\s+bound\s+by\s+(?:any\s+)?(?:\w+\s+)?{_LIMITS}"),
+    (("without",), rf"without\s+(?:any\s+)?(?:ethical|moral|safety)\s+{_LIMITS}"),
+    (("jailbreak",), r"jailbreak(?:ed)?\s+(?:mode|prompt)\b"),
+    (("system",), r"(?:new|updated)\s+system\s+(?:prompt|instructions)\s*:"),
+    (
+        ("system", "inst]"),
+        r"<\|im_start\|>\s*system|\[\s*/?\s*(?:system|inst)\s*\]|<\s*/?\s*system\s*>",
+    ),
 )
 # The longest phrase above spans about a dozen words.
 _MAX_WORDS = 12
 
 PROMPT_INJECTION = Detector(
     label="INJECTION",
-    pattern=re.compile("|".join(PHRASES)),
+    scans=tuple(Scan(re.compile(phrase), contains(*words)) for words, phrase in PHRASES),
     max_span=160,
     tails=(Tail(rf"(?:\S+\s+){{0,{_MAX_WORDS - 1}}}\S*"),),
     not_after=re.compile(r"\w"),

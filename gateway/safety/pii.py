@@ -13,7 +13,7 @@ import ipaddress
 import re
 
 from gateway.safety.checksums import IBAN_LENGTHS, card_number_valid, iban_valid
-from gateway.safety.detector import NUMBER_TAIL, Detector, Tail, has_digit
+from gateway.safety.detector import NUMBER_TAIL, Detector, Scan, Tail, contains, has_digit
 
 
 def _has_at(text: str) -> bool:
@@ -22,10 +22,14 @@ def _has_at(text: str) -> bool:
 
 EMAIL = Detector(
     label="EMAIL",
-    pattern=re.compile(
-        r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-        r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
-        r"(?![\w-]|\.[A-Za-z0-9])"
+    scans=(
+        Scan(
+            re.compile(
+                r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+                r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
+                r"(?![\w-]|\.[A-Za-z0-9])"
+            )
+        ),
     ),
     max_span=254,
     word_tail=True,
@@ -33,12 +37,13 @@ EMAIL = Detector(
     gate=_has_at,
 )
 
+_END_OF_NUMBER = r"(?![\w-]|[./][0-9]|\)|[ .-][0-9])"
 _INTERNATIONAL = r"\+[1-9](?:[ .()-]{0,2}[0-9]){7,14}"
 _NANP = (
     r"(?:1[ .-]?)?(?:\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .-]|[2-9][0-9]{2}([ .-])[2-9][0-9]{2}\1)"
     r"[0-9]{4}"
 )
-_NATIONAL = r"0[0-9]{1,4}([ /-])[0-9]{2,8}(?:\2[0-9]{2,8}){0,3}"
+_NATIONAL = r"0[0-9]{1,4}([ /-])[0-9]{2,8}(?:\1[0-9]{2,8}){0,3}"
 
 
 def _phone_digits_plausible(text: str, start: int, end: int) -> int | None:
@@ -48,8 +53,10 @@ def _phone_digits_plausible(text: str, start: int, end: int) -> int | None:
 
 PHONE = Detector(
     label="PHONE",
-    pattern=re.compile(
-        rf"(?:{_INTERNATIONAL}|{_NANP}|{_NATIONAL})(?![\w-]|[./][0-9]|\)|[ .-][0-9])"
+    scans=(
+        Scan(re.compile(_INTERNATIONAL + _END_OF_NUMBER), contains("+")),
+        Scan(re.compile(_NANP + _END_OF_NUMBER)),
+        Scan(re.compile(_NATIONAL + _END_OF_NUMBER)),
     ),
     max_span=30,
     tails=(NUMBER_TAIL,),
@@ -66,10 +73,14 @@ def _card_confirmed(text: str, start: int, end: int) -> int | None:
 
 PAYMENT_CARD = Detector(
     label="CARD",
-    pattern=re.compile(
-        r"[0-9]{4}(?<![\w.-][0-9]{4})"
-        r"(?:([ -]?)[0-9]{4}\1[0-9]{4}\1[0-9]{1,7}|([ -]?)[0-9]{6}\2[0-9]{4,5})"
-        r"(?![\w-]|\.[0-9])"
+    scans=(
+        Scan(
+            re.compile(
+                r"[0-9](?<![\w.-][0-9])[0-9]{3}"
+                r"(?:([ -]?)[0-9]{4}\1[0-9]{4}\1[0-9]{1,7}|([ -]?)[0-9]{6}\2[0-9]{4,5})"
+                r"(?![\w-]|\.[0-9])"
+            )
+        ),
     ),
     max_span=23,
     tails=(NUMBER_TAIL,),
@@ -98,9 +109,13 @@ def _iban_confirmed(text: str, start: int, end: int) -> int | None:
 
 IBAN = Detector(
     label="IBAN",
-    pattern=re.compile(
-        r"[A-Z]{2}[0-9]{2}(?<![A-Za-z0-9][A-Z]{2}[0-9]{2})"
-        r"(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
+    scans=(
+        Scan(
+            re.compile(
+                r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}"
+                r"(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
+            )
+        ),
     ),
     max_span=42,
     word_tail=True,  # up to the check digits; then the tail below
@@ -111,9 +126,13 @@ IBAN = Detector(
 
 US_SSN = Detector(
     label="SSN",
-    pattern=re.compile(
-        r"[0-9]{3}(?<![\w.-][0-9]{3})(?<!000)(?<!666)(?<!9[0-9]{2})"
-        r"([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![\w-]|\.[0-9])"
+    scans=(
+        Scan(
+            re.compile(
+                r"[0-8](?<![\w.-][0-8])[0-9]{2}(?<!000)(?<!666)"
+                r"([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![\w-]|\.[0-9])"
+            )
+        ),
     ),
     max_span=11,
     tails=(NUMBER_TAIL,),
@@ -125,6 +144,14 @@ _IPV6 = (
     r"[0-9A-Fa-f]{0,4}:(?:[0-9A-Fa-f]{0,4}:){1,6}"
     r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?"
 )
+
+
+_TWO_COLONS = re.compile(r":[0-9A-Fa-f]{0,4}:")
+
+
+def _has_two_colons(text: str) -> bool:
+    """Every IPv6 address has two colons at most four hex digits apart."""
+    return ":" in text and _TWO_COLONS.search(text) is not None
 
 
 def _ip_confirmed(text: str, start: int, end: int) -> int | None:
@@ -146,7 +173,10 @@ def _ip_confirmed(text: str, start: int, end: int) -> int | None:
 IP_ADDRESS = Detector(
     label="IP",
     # An IPv4 address may be followed by ":port"; an IPv6 one may not be followed by ":".
-    pattern=re.compile(rf"{_IPV4}(?!\w|\.[0-9])|{_IPV6}(?![\w:]|\.[0-9])"),
+    scans=(
+        Scan(re.compile(rf"{_IPV4}(?!\w|\.[0-9])")),
+        Scan(re.compile(rf"{_IPV6}(?![\w:]|\.[0-9])"), _has_two_colons),
+    ),
     max_span=45,
     word_tail=True,
     confirm=_ip_confirmed,
