@@ -7,10 +7,14 @@
 `latency` times `await reserve()` plus the `settle()` call for a key whose tenant and key both
 carry all five limits (the most work one request can ask of the script), against Redis on
 loopback (the local one on 6379 if it answers, else a child redis-server), at concurrency 1
-and 16, next to the in-process limiter; "CPU/request" adds the background settlement batches.
-`pipeline` runs a stand-in and one gateway on that Redis and alternates requests from a key
-without limits and one with all five, at concurrency 1: the difference of the medians of the
-gateway's own x-gateway-overhead-ms is what the limiter adds inside the real hot path.
+and 16 (16 callers in a closed loop, no other work: that row shows the throughput one
+process and one Redis reach, and its latency is queueing), next to the in-process limiter;
+"CPU/request" is the process's CPU time per request, background settlement included.
+`pipeline` runs a stand-in and one gateway on that Redis and sends requests in turn from a key
+without limits, one whose tenant limits requests and tokens per minute, and one whose tenant
+and key both carry all five limits, at concurrency 1: the difference of the medians of the
+gateway's own x-gateway-overhead-ms (the reservation's round trip, which also carries the
+previous request's settlement) is what the limiter adds inside the real hot path.
 `estimate` compares the prompt estimate with the stand-in's count (a word per token) and with
 the tiny model's BPE tokenizer (.cache/tiny-model, chat template applied) on English prose
 (Python's pydoc topics) and on Python source, with the same chat bodies for all three.
@@ -40,7 +44,7 @@ from gateway.pipeline.body import Endpoint, parse_request
 from gateway.settings import LimitsSettings, StoreSettings
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import ApiKey, Limits, Tenant
-from tests.fixtures.gateway import start_gateway
+from tests.fixtures.gateway import Gateway, start_gateway
 from tests.fixtures.redis import (
     LOCAL_REDIS_URL,
     answers_ping,
@@ -52,7 +56,8 @@ from vllm_server.standin import text as standin_text
 
 # Generous enough that nothing is refused during a run: the point is the work, not refusals.
 ALL_LIMITS = Limits(10**9, 10**12, 10**6, 10**12, 10**12)
-PIPELINE_LIMITS = {name: 10**9 for name in Limits.__slots__}
+ALL_FIVE_LIMITS = {name: 10**9 for name in Limits.__slots__}
+TYPICAL_LIMITS = {"requests_per_minute": 10**9, "tokens_per_minute": 10**9}
 TINY_MODEL_BASE = Path(__file__).resolve().parents[1] / ".cache" / "tiny-model" / "base"
 
 
@@ -92,14 +97,16 @@ async def time_requests(limiter: Limiter, requests: int, concurrency: int) -> di
 
     for _ in range(200):  # warm-up: connections, scripts, caches
         limiter.settle(await limiter.reserve(who, 100), 60)
-    cpu_before = time.process_time()
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - wall_before
     await asyncio.sleep(0.2)  # let the last settlement batches go out, on the CPU clock too
     cpu = time.process_time() - cpu_before
     return {
         "median_us": statistics.median(samples) * 1e6,
         "p99_us": percentile(samples, 99) * 1e6,
         "cpu_us": cpu / len(samples) * 1e6,
+        "per_s": len(samples) / wall,
     }
 
 
@@ -119,12 +126,12 @@ async def latency(requests: int) -> None:
                 rows.append((name, concurrency, result))
         await delete_prefixed_keys(url, prefix)
     print(f"reserve + settle, tenant and key with all five limits, {requests} requests each\n")
-    print("| limiter | concurrency | median | p99 | CPU/request |")
-    print("|---|---:|---:|---:|---:|")
+    print("| limiter | concurrency | median | p99 | CPU/request | requests/s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, concurrency, result in rows:
         print(
             f"| {name} | {concurrency} | {result['median_us']:.0f} µs | "
-            f"{result['p99_us']:.0f} µs | {result['cpu_us']:.0f} µs |"
+            f"{result['p99_us']:.0f} µs | {result['cpu_us']:.0f} µs | {result['per_s']:,.0f} |"
         )
 
 
@@ -146,58 +153,72 @@ def pipeline(requests: int) -> None:
                 store__redis_prefix=prefix,
                 auth__key_hash_secret="bench-limiter-shared-secret",
             )
-            tenant = gateway.admin(
-                "POST",
-                "/tenants",
-                json={
-                    "name": "bench-limited",
-                    "models": {"base": {"base_model": "base"}},
-                    "limits": PIPELINE_LIMITS,
-                },
-            ).json()
-            limited = gateway.admin(
-                "POST",
-                "/keys",
-                json={"tenant_id": tenant["id"], "name": "limited", "limits": PIPELINE_LIMITS},
-            ).json()["secret"]
-            overheads = overhead_samples(gateway.url, gateway.api_key, limited, requests)
+            keys = {
+                "off": gateway.api_key,
+                "tenant: requests + tokens per minute": limited_key(
+                    gateway, "bench-typical", TYPICAL_LIMITS, {}
+                ),
+                "tenant and key: all five": limited_key(
+                    gateway, "bench-all", ALL_FIVE_LIMITS, ALL_FIVE_LIMITS
+                ),
+            }
+            overheads = overhead_samples(gateway.url, keys, requests)
         finally:
             if gateway is not None:
                 gateway.stop()
             standin.stop()
             asyncio.run(delete_prefixed_keys(url, prefix))
-    off, on = (statistics.median(overheads[name]) for name in ("off", "on"))
     print(f"gateway overhead (x-gateway-overhead-ms), concurrency 1, {requests} requests each\n")
-    print("| limits | median | p99 |")
-    print("|---|---:|---:|")
-    for name in ("off", "on"):
-        samples = overheads[name]
+    print("| limits | median | p99 | added (median) |")
+    print("|---|---:|---:|---:|")
+    off = statistics.median(overheads["off"])
+    for name, samples in overheads.items():
+        median = statistics.median(samples)
         print(
-            f"| {name} | {statistics.median(samples):.3f} ms | {percentile(samples, 99):.3f} ms |"
+            f"| {name} | {median:.3f} ms | {percentile(samples, 99):.3f} ms | "
+            f"{median - off:+.3f} ms |"
         )
-    print(f"\nadded by the limiter (median on - median off): {on - off:.3f} ms")
 
 
-def overhead_samples(url: str, free_key: str, limited_key: str, requests: int) -> dict:
+def limited_key(
+    gateway: Gateway, tenant_name: str, tenant_limits: dict[str, int], key_limits: dict[str, int]
+) -> str:
+    tenant = gateway.admin(
+        "POST",
+        "/tenants",
+        json={
+            "name": tenant_name,
+            "models": {"base": {"base_model": "base"}},
+            "limits": tenant_limits,
+        },
+    )
+    tenant.raise_for_status()
+    key = gateway.admin(
+        "POST",
+        "/keys",
+        json={"tenant_id": tenant.json()["id"], "name": tenant_name, "limits": key_limits},
+    )
+    key.raise_for_status()
+    return key.json()["secret"]
+
+
+def overhead_samples(url: str, keys: dict[str, str], requests: int) -> dict[str, list[float]]:
+    """Requests from each key in turn (so drift hits all alike), after a warm-up round."""
     body = orjson.dumps(
         {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     )
-    samples: dict[str, list[float]] = {"off": [], "on": []}
-    keys = {"off": free_key, "on": limited_key}
+    samples: dict[str, list[float]] = {name: [] for name in keys}
     with httpx.Client(base_url=url, timeout=30) as client:
-        for index in range(requests * 2 + 400):
-            name = "off" if index % 2 else "on"  # alternate, so drift hits both alike
-            response = client.post(
-                "/v1/chat/completions",
-                content=body,
-                headers={
-                    "authorization": f"Bearer {keys[name]}",
-                    "content-type": "application/json",
-                },
-            )
-            response.raise_for_status()
-            if index >= 400:  # after the warm-up
-                samples[name].append(float(response.headers["x-gateway-overhead-ms"]))
+        for round_number in range(requests + 200):
+            for name, key in keys.items():
+                response = client.post(
+                    "/v1/chat/completions",
+                    content=body,
+                    headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+                )
+                response.raise_for_status()
+                if round_number >= 200:
+                    samples[name].append(float(response.headers["x-gateway-overhead-ms"]))
     return samples
 
 
@@ -265,7 +286,9 @@ def estimate(count: int) -> None:
     if (TINY_MODEL_BASE / "tokenizer.json").exists():
         counters["tiny model BPE tokenizer"] = tiny_model_counter()
     else:
-        print(f"({TINY_MODEL_BASE} is missing: the real-vLLM test suite builds it)\n", file=sys.stderr)
+        print(
+            f"({TINY_MODEL_BASE} is missing: the real-vLLM test suite builds it)\n", file=sys.stderr
+        )
     print(f"prompt estimate vs counted prompt tokens, {count} chat bodies per corpus\n")
     print("| corpus vs counter | mean tokens | median error | median abs | p90 abs | under |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -36,7 +36,7 @@ from gateway.adapters.models import AdapterRecord
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
 from gateway.context import RequestContext
 from gateway.replicas.replica import Replica
-from gateway.routing import LoraRouter
+from gateway.routing import Router
 from gateway.settings import RoutingSettings, UpstreamSettings
 from gateway.upstream.transport import UpstreamTransport
 from tests.fixtures.processes import ServerProcess
@@ -82,7 +82,7 @@ class PolicyResult:
 async def measure_decisions(replicas: int, adapters: int, decisions: int) -> DecisionResult:
     """Time acquire + release on a router whose state is set up in memory (never started)."""
     names = [f"adapter-{i:03d}" for i in range(adapters)]
-    router = LoraRouter([f"http://10.0.0.{i}:8000" for i in range(replicas)], RoutingSettings())
+    router = Router([f"http://10.0.0.{i}:8000" for i in range(replicas)], RoutingSettings())
     router.catalog.records = {name: AdapterRecord(name, f"/a/{name}", "base") for name in names}
     rng = random.Random(1)
     slots = -(-adapters // replicas)  # every adapter on one replica, every replica full
@@ -128,7 +128,7 @@ async def simulate(
     for name in adapters:
         await registry.create(AdapterRecord(name, f"adapters/{name}", "base"))
     settings = RoutingSettings(policy=policy)  # type: ignore[arg-type]
-    router = LoraRouter(urls, settings, registry)
+    router = Router(urls, settings, registry)
     transport = UpstreamTransport(UpstreamSettings())
     await router.start()
     await transport.start()

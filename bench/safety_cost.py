@@ -5,23 +5,30 @@ Run `python -m bench.safety_cost [--rounds N] [--seconds S]`: prints and writes
 bench/results/safety_cost.md.
 
 1. Input: the input stage with the built-in regex detectors on chat prompts of 1, 4 and 16 KB
-   assembled from the benign corpus (nothing to rewrite: the common case), in thread CPU time.
+   (nothing to rewrite: the common case), in thread CPU time, for two kinds of text: prose
+   and code (the docstrings of a few standard-library modules: about 20 digits per KB) and
+   the benign corpus's look-alikes (numbers in nearly every sentence: about 150 per KB).
 2. Stream guard: `process_events` over a stream recorded from the stand-in (256 tokens of a
    vLLM-shaped chat stream), one event per call (a paced stream) and eight per call (an
    upstream that outruns the relay), in thread CPU time per chunk.
-3. End to end: two gateways in front of one stand-in, one with the output policy as its
-   default; 32 concurrent streams of 64 tokens, unpaced (relay capacity) and paced (5 ms per
-   token), alternating rounds; median chunks/s and the gateway's CPU time per chunk. The
-   guarded gateway must answer an input probe with 400, or the safety stage is not wired in
-   and this part is skipped.
+3. End to end: gateways in front of one stand-in, one without a policy and one per output
+   policy in E2E_POLICIES (as its default); 32 concurrent streams of 64 tokens, unpaced
+   (relay capacity) and paced (5 ms per token), alternating rounds; median chunks/s and the
+   gateway's CPU time per chunk. The guarded gateways must answer an input probe with 400,
+   or the safety stage is not wired in and this part is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import csv
 import datetime
+import functools
+import itertools
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -47,6 +54,7 @@ from tests.fixtures.processes import ServerProcess, free_port, running_server
 
 RESULTS = Path(__file__).parent / "results" / "safety_cost.md"
 PROMPT_KBS = (1, 4, 16)
+PROSE_MODULES = (argparse, asyncio, collections, csv, functools, itertools, json, logging)
 STREAM_TOKENS = 256
 E2E_STREAMS = 32
 E2E_TOKENS = 64
@@ -75,11 +83,16 @@ OUTPUT_POLICIES = {
         {"name": "terms", "detector": "deny_terms", "direction": "output", "terms": DENY_TERMS},
     ],
 }
-E2E_POLICY = "PII + 10-term deny list (block)"
+E2E_POLICIES = ("cards only (redact)", "PII + 10-term deny list (block)")
+NO_POLICY = "no policy"
 
 
-def runtime(rules: list[dict[str, Any]]) -> PolicyRuntime:
-    policy = CompiledPolicy("bench", PolicySpec.model_validate({"rules": rules}), None)
+def compiled(rules: list[dict[str, Any]]) -> CompiledPolicy:
+    return CompiledPolicy("bench", PolicySpec.model_validate({"rules": rules}), None)
+
+
+def runtime(policy: CompiledPolicy) -> PolicyRuntime:
+    """What each request gets: the compiled policy is shared, the runtime is new."""
     return PolicyRuntime(policy, "tenant", "key", SafetyEvents(1_000_000))
 
 
@@ -105,13 +118,13 @@ def chat_prompt(kb: int, texts: list[str]) -> InferenceRequest:
     return parse_request(Endpoint.CHAT, orjson.dumps({"model": "m", "messages": messages}))
 
 
-def input_cost(rules: list[dict[str, Any]], request: InferenceRequest, kb: int) -> float:
+def input_cost(policy: CompiledPolicy, request: InferenceRequest, kb: int) -> float:
     """Microseconds of input checks per KB of `request`'s prompt."""
     checks = max(20, 400 // kb)
 
     async def check_all() -> None:
         for _ in range(checks):
-            await runtime(rules).check_input(request)
+            await runtime(policy).check_input(request)
 
     loop = asyncio.new_event_loop()
     try:
@@ -121,14 +134,32 @@ def input_cost(rules: list[dict[str, Any]], request: InferenceRequest, kb: int) 
     return seconds / kb * 1e6
 
 
+def prose_and_code() -> list[str]:
+    """Paragraphs of standard-library docstrings: what a coding assistant is sent."""
+    paragraphs = []
+    for module in PROSE_MODULES:
+        for name in sorted(dir(module)):
+            doc = getattr(getattr(module, name), "__doc__", None)
+            if isinstance(doc, str) and len(doc) > 200:
+                paragraphs += [p for p in doc.split("\n\n") if p.strip()]
+    return paragraphs
+
+
 def input_costs() -> dict[str, dict[int, float]]:
-    """Microseconds per KB of prompt, per policy and prompt size."""
-    texts = [sample["text"] for sample in load()["benign"]]
-    prompts = {kb: chat_prompt(kb, texts) for kb in PROMPT_KBS}
-    return {
-        label: {kb: input_cost(rules, prompts[kb], kb) for kb in PROMPT_KBS}
-        for label, rules in INPUT_POLICIES.items()
+    """Microseconds per KB of prompt, per (text kind, policy) and prompt size."""
+    kinds = {
+        "prose and code": prose_and_code(),
+        "look-alikes": [sample["text"] for sample in load()["benign"]],
     }
+    costs = {}
+    for kind, texts in kinds.items():
+        prompts = {kb: chat_prompt(kb, texts) for kb in PROMPT_KBS}
+        for label, rules in INPUT_POLICIES.items():
+            policy = compiled(rules)
+            costs[f"{kind}: {label}"] = {
+                kb: input_cost(policy, prompts[kb], kb) for kb in PROMPT_KBS
+            }
+    return costs
 
 
 def record_stream(standin: ServerProcess) -> list[bytes]:
@@ -145,12 +176,12 @@ def record_stream(standin: ServerProcess) -> list[bytes]:
     return [event + b"\n\n" for event in reply.content.split(b"\n\n")[:-1]]
 
 
-def guard_cost(rules: list[dict[str, Any]], events: list[bytes], per_call: int) -> float:
+def guard_cost(policy: CompiledPolicy, events: list[bytes], per_call: int) -> float:
     """Microseconds of `process_events` per chunk, `per_call` events at a time."""
     reads = [b"".join(events[i : i + per_call]) for i in range(0, len(events), per_call)]
 
     def replay() -> None:
-        guard = runtime(rules).output_guard()
+        guard = runtime(policy).output_guard()
         for read in reads:
             guard.process_events(read)
 
@@ -160,30 +191,27 @@ def guard_cost(rules: list[dict[str, Any]], events: list[bytes], per_call: int) 
 def guard_costs(events: list[bytes]) -> dict[str, dict[int, float]]:
     """Microseconds per chunk, per policy and events per call."""
     return {
-        label: {per_call: guard_cost(rules, events, per_call) for per_call in (1, 8)}
+        label: {per_call: guard_cost(compiled(rules), events, per_call) for per_call in (1, 8)}
         for label, rules in OUTPUT_POLICIES.items()
     }
 
 
 @contextmanager
 def gateways(workdir: Path, upstream: str) -> Iterator[dict[str, Target]]:
-    """A plain gateway and one whose default policy is the end-to-end output policy (plus an
-    input probe rule that tells whether the safety stage is wired in)."""
-    policy = [
-        *OUTPUT_POLICIES[E2E_POLICY],
-        {"name": "probe", "detector": "deny_terms", "direction": "input", "terms": [PROBE]},
-    ]
-    variants = {
-        "plain": {},
-        "guarded": {
-            "VLLM_GATEWAY_SAFETY__POLICIES": json.dumps({"bench": {"rules": policy}}),
+    """A gateway without a policy, and one per end-to-end output policy, as its default (plus
+    an input probe rule that tells whether the safety stage is wired in)."""
+    variants: dict[str, dict[str, str]] = {NO_POLICY: {}}
+    for label in E2E_POLICIES:
+        probe = {"name": "probe", "detector": "deny_terms", "direction": "input", "terms": [PROBE]}
+        rules = [*OUTPUT_POLICIES[label], probe]
+        variants[label] = {
+            "VLLM_GATEWAY_SAFETY__POLICIES": json.dumps({"bench": {"rules": rules}}),
             "VLLM_GATEWAY_SAFETY__DEFAULT_POLICY": "bench",
-        },
-    }
+        }
     with ExitStack() as stack:
         targets = {}
-        for name, env in variants.items():
-            directory = workdir / name
+        for index, (name, env) in enumerate(variants.items()):
+            directory = workdir / f"gateway-{index}"
             directory.mkdir()
             port = free_port()
             argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
@@ -207,10 +235,13 @@ def safety_wired(target: Target) -> bool:
     return reply.status_code == 400
 
 
+# pacing -> gateway variant -> (median chunks/s, median gateway CPU us per chunk)
+EndToEnd = dict[str, dict[str, tuple[float, float]]]
+
+
 def end_to_end(
     standin: ServerProcess, workdir: Path, rounds: int, seconds: float
-) -> dict[str, dict[str, float]] | None:
-    """Per pacing: median chunks/s and gateway CPU us per chunk of both gateways."""
+) -> EndToEnd | None:
     body = orjson.dumps(
         {
             "model": "base",
@@ -220,9 +251,9 @@ def end_to_end(
             "ignore_eos": True,
         }
     )
-    results: dict[str, dict[str, float]] = {}
+    results: EndToEnd = {}
     with gateways(workdir, standin.url) as targets:
-        if not safety_wired(targets["guarded"]):
+        if not all(safety_wired(targets[label]) for label in E2E_POLICIES):
             return None
         for pacing, delay_ms in (("unpaced", 0.0), (f"paced {PACED_MS:g} ms/token", PACED_MS)):
             set_token_delay(standin.url, delay_ms)
@@ -237,11 +268,8 @@ def end_to_end(
                     rates[name].append(result.chunks_per_s)
                     cpu[name].append((tree_cpu_seconds(target.pid) - before) / result.chunks * 1e6)
             results[pacing] = {
-                **{f"{name} chunks/s": statistics.median(values) for name, values in rates.items()},
-                **{
-                    f"{name} cpu us/chunk": statistics.median(values)
-                    for name, values in cpu.items()
-                },
+                name: (statistics.median(rates[name]), statistics.median(cpu[name]))
+                for name in targets
             }
         set_token_delay(standin.url, 0)
     return results
@@ -250,7 +278,7 @@ def end_to_end(
 def markdown(
     inputs: dict[str, dict[int, float]],
     guard: dict[str, dict[int, float]],
-    e2e: dict[str, dict[str, float]] | None,
+    e2e: EndToEnd | None,
     command: str,
 ) -> str:
     lines = [
@@ -263,7 +291,7 @@ def markdown(
         "",
         "## Input checks (target: <= 50 us per KB of prompt)",
         "",
-        "| policy | " + " | ".join(f"{kb} KB prompt" for kb in PROMPT_KBS) + " |",
+        "| text: policy | " + " | ".join(f"{kb} KB prompt" for kb in PROMPT_KBS) + " |",
         "|---|" + "---|" * len(PROMPT_KBS),
     ]
     for label, by_kb in inputs.items():
@@ -281,7 +309,12 @@ def markdown(
         lines.append(f"| {label} | {by_call[1]:.2f} us/chunk | {by_call[8]:.2f} us/chunk |")
     lines += [
         "",
-        f'## End to end: output policy "{E2E_POLICY}" (target: >= 80% of the chunks/s)',
+        f"## End to end, {E2E_STREAMS} concurrent streams of {E2E_TOKENS} tokens "
+        "(target: >= 80% of the chunks/s)",
+        "",
+        "Ratios are against the gateway without a policy; the CPU ratio is the throughput ratio",
+        "the gateway would see if it were the only bottleneck (here it shares 2 cores with the",
+        "stand-in and the load client).",
         "",
     ]
     if e2e is None:
@@ -290,18 +323,16 @@ def markdown(
         )
     else:
         lines += [
-            "| streams | without policy chunks/s | with policy chunks/s | ratio | "
-            "gateway CPU us/chunk without | with |",
+            "| streams | output policy | chunks/s | ratio | gateway CPU us/chunk | CPU ratio |",
             "|---|---|---|---|---|---|",
         ]
-        for pacing, values in e2e.items():
-            ratio = values["guarded chunks/s"] / values["plain chunks/s"]
-            lines.append(
-                f"| {E2E_STREAMS} x {E2E_TOKENS} tokens, {pacing} | "
-                f"{values['plain chunks/s']:,.0f} | {values['guarded chunks/s']:,.0f} | "
-                f"{ratio:.2f} | {values['plain cpu us/chunk']:.1f} | "
-                f"{values['guarded cpu us/chunk']:.1f} |"
-            )
+        for pacing, by_variant in e2e.items():
+            base_rate, base_cpu = by_variant[NO_POLICY]
+            for name, (rate, cpu) in by_variant.items():
+                lines.append(
+                    f"| {pacing} | {name} | {rate:,.0f} | {rate / base_rate:.2f} | "
+                    f"{cpu:.1f} | {base_cpu / cpu:.2f} |"
+                )
     return "\n".join(lines) + "\n"
 
 

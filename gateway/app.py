@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from gateway.adapters.registry import open_registry
 from gateway.admin.api import create_admin_app
 from gateway.admin.usage_api import attach_usage
 from gateway.asgi import ClientDisconnected, Receive, Scope, Send, send_response
@@ -27,7 +28,8 @@ from gateway.observability.exposition import metrics_handler
 from gateway.pipeline import InferencePipeline
 from gateway.pipeline.body import Endpoint
 from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST
-from gateway.routing import Replica, Router
+from gateway.replicas.discovery import configured_urls
+from gateway.routing import Router
 from gateway.settings import Settings, load_settings
 from gateway.tenancy.auth import KeyAuthenticator
 from gateway.tenancy.open_store import open_store
@@ -42,8 +44,9 @@ ADMIN_PREFIX = "/admin/"
 
 class GatewayApp:
     def __init__(self, settings: Settings) -> None:
-        if settings.upstream.url is None:
-            raise ValueError("upstream.url is not set (VLLM_GATEWAY_UPSTREAM__URL)")
+        replica_urls = configured_urls(settings.upstream)
+        if not replica_urls:
+            raise ValueError("no upstream: set upstream.url or upstream.replicas")
         self.settings = settings
         store_settings = settings.store
         self.store = open_store(
@@ -65,7 +68,10 @@ class GatewayApp:
         self.limiter = open_limiter(settings.limits, store_settings)
         self.ledger = open_ledger(settings)
         self.transport = UpstreamTransport(settings.upstream)
-        router = Router([Replica(str(settings.upstream.url).rstrip("/"))])
+        self.registry = open_registry(store_settings)
+        self.router = router = Router(
+            replica_urls, settings.routing, self.registry, settings.upstream.api_key
+        )
         pipeline = InferencePipeline(settings, guard, self.limiter, self.transport, router)
         models = ModelsApi(guard, self.transport, router)
         self._routes: dict[tuple[str, str], Handler] = {
@@ -81,6 +87,8 @@ class GatewayApp:
         self._paths = {path for _, path in self._routes}
         self._admin = create_admin_app(self.store, hasher, settings.admin.all_keys())
         attach_usage(self._admin, self.ledger)
+        self._admin.state.adapters = self.registry
+        self._admin.state.router = router
         access_log.configure(settings.observability)
         self._background: list[asyncio.Task[None]] = []
 
@@ -146,6 +154,7 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 await self.transport.start()
                 await self.limiter.start()
+                await self.router.start()
                 self._background = [
                     asyncio.create_task(self.authenticator.run_background()),
                     asyncio.create_task(self.ledger.run()),
@@ -165,6 +174,8 @@ class GatewayApp:
             await self.authenticator.flush_last_used()
         await self.ledger.close()
         await self.limiter.close()
+        await self.router.close()
+        await self.registry.close()
         await self.store.close()
         await self.transport.close()
 

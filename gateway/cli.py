@@ -51,7 +51,7 @@ def serve_command(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[env_name] = str(value)
     settings = load_settings()
-    if settings.upstream.url is not None:
+    if settings.upstream.url is not None or settings.upstream.replicas:
         _run(settings)
         return 0
     # uvicorn re-raises SIGTERM once drained; exiting by SystemExit instead lets the stand-in

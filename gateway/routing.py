@@ -35,7 +35,7 @@ from gateway.replicas.selection import Selector
 from gateway.settings import RoutingSettings
 from gateway.tenancy.models import ModelRoute
 
-__all__ = ["Lease", "LoraRouter", "ModelTarget", "Replica", "Router"]
+__all__ = ["Lease", "ModelTarget", "Replica", "Router"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +65,6 @@ class ModelTarget:
 
 
 class Router:
-    """Today one replica serves every model; per-tenant adapters and replica choice come here."""
-
-    def __init__(self, replicas: list[Replica]) -> None:
-        if not replicas:
-            raise ValueError("at least one upstream replica is required")
-        self.replicas = replicas
-
-    def route(self, target: ModelTarget | None) -> Replica:
-        return self.replicas[0]
-
-
-class LoraRouter:
     """The replicas, the adapter registry's copy and the loader, behind `acquire`."""
 
     def __init__(
@@ -184,7 +172,7 @@ class Lease:
 
     def __init__(
         self,
-        router: LoraRouter,
+        router: Router,
         target: ModelTarget | None,
         record: AdapterRecord | None,
         replica: Replica,

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -173,6 +173,62 @@ class RoutingSettings(BaseModel):
     registry_refresh_s: float = Field(5.0, gt=0, description="re-read the adapter registry")
 
 
+class FairQueueSettings(BaseModel):
+    """Per-tenant queues in front of vLLM, used only while the in-flight budget is full."""
+
+    enabled: bool = Field(False, description="hold requests over the budget in tenant queues")
+    max_in_flight: int = Field(
+        64, ge=1, description="requests this gateway process sends to vLLM at once (per worker)"
+    )
+    queue_timeout_s: float = Field(30.0, gt=0, description="the longest a request waits queued")
+    on_timeout: int = Field(429, description="status answered after the timeout: 429 or 503")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with that answer")
+
+    @field_validator("on_timeout")
+    @classmethod
+    def _retry_or_unavailable(cls, status: int) -> int:
+        if status not in (429, 503):
+            raise ValueError("on_timeout must be 429 or 503")
+        return status
+
+
+class IsolationSettings(BaseModel):
+    """Tenant isolation inside vLLM: prefix-cache salt, priority tiers, fair queuing.
+
+    Tenants pick their tier and salt mode with tenant metadata `tier` and `cache_salt`
+    ("isolated", or "shared:<group>"); a key's metadata `tier` overrides its tenant's.
+    """
+
+    cache_salt_enabled: bool = Field(True, description="set vLLM's cache_salt per tenant")
+    cache_salt_secret: SecretStr | None = Field(
+        None, description="HMAC secret for the salts; unset: derived from the key-hash secret"
+    )
+    priority_enabled: bool = Field(
+        False, description="send vLLM's priority (only if it runs --scheduling-policy priority)"
+    )
+    default_tier: str = Field("standard", description="tier of tenants and keys naming none")
+    tier_priorities: dict[str, int] = Field(
+        default_factory=lambda: {"premium": 0, "standard": 10, "batch": 20},
+        description="tier -> vLLM priority; lower is served first",
+    )
+    tier_weights: dict[str, float] = Field(
+        default_factory=lambda: {"premium": 4.0, "standard": 2.0, "batch": 1.0},
+        description="tier -> share of the fair queue's budget, relative to other tiers",
+    )
+    fair_queue: FairQueueSettings = FairQueueSettings()
+
+    @model_validator(mode="after")
+    def _tiers_agree(self) -> IsolationSettings:
+        tiers = set(self.tier_priorities)
+        if tiers != set(self.tier_weights):
+            raise ValueError("tier_priorities and tier_weights must name the same tiers")
+        if self.default_tier not in tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} is not a configured tier")
+        if any(weight <= 0 for weight in self.tier_weights.values()):
+            raise ValueError("tier_weights must be positive")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VLLM_GATEWAY_", env_nested_delimiter="__", extra="forbid"
@@ -188,6 +244,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     usage: UsageSettings = UsageSettings()
     safety: SafetySettings = SafetySettings()
+    isolation: IsolationSettings = IsolationSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -29,6 +29,7 @@ from vllm_server import tiny_model
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
 Device = Literal["cpu", "gpu"]
+SchedulingPolicy = Literal["fcfs", "priority"]
 
 
 def default_venv() -> Path:
@@ -64,6 +65,7 @@ class VllmConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     cpu_kv_cache_gib: int = 1
+    scheduling_policy: SchedulingPolicy = "fcfs"  # "priority": requests' `priority` counts
     extra_args: tuple[str, ...] = ()
     vllm_executable: str | None = None  # wins over `venv`
     venv: str | None = None  # else `vllm` next to the running python
@@ -71,6 +73,10 @@ class VllmConfig:
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', not {self.device!r}")
+        if self.scheduling_policy not in ("fcfs", "priority"):
+            raise ValueError(
+                f"scheduling_policy must be 'fcfs' or 'priority', not {self.scheduling_policy!r}"
+            )
         if self.max_loras < 1:
             raise ValueError(f"max_loras must be at least 1, not {self.max_loras}")
 
@@ -135,6 +141,8 @@ def build_command(config: VllmConfig) -> LaunchCommand:
     argv += ["--host", config.host, "--port", str(config.port), "--dtype", config.dtype]
     if config.max_model_len is not None:
         argv += ["--max-model-len", str(config.max_model_len)]
+    if config.scheduling_policy != "fcfs":
+        argv += ["--scheduling-policy", config.scheduling_policy]
     env = {"VLLM_NO_USAGE_STATS": "1"}
     if config.device == "cpu":
         # CUDA graphs do not exist on CPU; the KV cache size is set in GiB by env, not flags.

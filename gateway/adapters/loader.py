@@ -63,7 +63,8 @@ class AdapterLoader:
         self._catalog = catalog
 
     def capacity(self, replica: Replica) -> int | None:
-        """Adapter slots of `replica`; None while unknown (no LoRA metric scraped yet)."""
+        """Adapter slots of `replica`; None while unknown: vLLM reports `max_lora` only once
+        it has scheduled a request, and until then loads are not limited."""
         if self._settings.adapter_slots is not None:
             return self._settings.adapter_slots
         if replica.max_lora is None:

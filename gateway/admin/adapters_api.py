@@ -5,6 +5,9 @@ will ask vLLM to read. Every change goes to the audit trail (target type "adapte
 registry itself is the app's `state.adapters`, which the gateway sets beside the tenancy
 store; routers see changes at their next registry refresh (`routing.registry_refresh_s`), or
 at once for an adapter they have not seen yet.
+
+`GET /admin/v1/replicas` shows each replica's health, load and adapters, read from the app's
+`state.router` (the answering worker's own view).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gateway.adapters.registry import AdapterRegistry
 from gateway.admin import ADMIN_PREFIX
 from gateway.admin.schemas import ErrorResponse, ModelName, Patch, RequestBody, ResponseBody
 from gateway.errors import GatewayError
+from gateway.routing import Router
 from gateway.tenancy.models import AuditEntry
 from gateway.tenancy.secrets import new_id
 from gateway.tenancy.store import Conflict, Store
@@ -83,6 +87,27 @@ class AdapterDeleted(BaseModel):
     deleted: bool
 
 
+class ReplicaOut(BaseModel):
+    """One replica as this gateway process sees it (each worker keeps its own view)."""
+
+    url: str
+    healthy: bool
+    failures: int = Field(description="failed checks or connects in a row")
+    outstanding: int = Field(description="requests this process has in flight there")
+    waiting: float = Field(description="vllm:num_requests_waiting at the last scrape")
+    kv_cache_usage: float
+    max_lora: int | None
+    adapter_slots: int | None = Field(description="adapters the gateway keeps loaded there")
+    base_models: list[str]
+    adapters: list[str] = Field(description="loaded, least recently used first")
+    running: list[str] = Field(description="in a vLLM LoRA slot at the last scrape")
+    loading: list[str]
+
+
+class ReplicaList(BaseModel):
+    items: list[ReplicaOut]
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterAdmin:
     """An authenticated admin request on the registry."""
@@ -129,6 +154,19 @@ def registry_of(request: Request) -> AdapterRegistry:
             code="adapter_registry_unavailable",
         )
     return registry
+
+
+def router_of(request: Request) -> Router:
+    """The router the gateway attached to the admin app; 503 when it attached none."""
+    router: Router | None = getattr(request.app.state, "router", None)
+    if router is None:
+        raise GatewayError(
+            503,
+            "This gateway has no router attached to its admin API.",
+            "server_error",
+            code="router_unavailable",
+        )
+    return router
 
 
 def _adapter_admin(
@@ -202,3 +240,28 @@ async def delete_adapter(name: str, admin: AdapterAdminDep) -> AdapterDeleted:
     await admin.registry.delete(name)
     await admin.record("adapter.delete", name, {"path": record.path})
     return AdapterDeleted(name=name, deleted=True)
+
+
+@router.get("/replicas", tags=["replicas"])
+async def list_replicas(request: Request, admin: AdapterAdminDep) -> ReplicaList:
+    """Health, load and adapters of each replica, as the answering worker process sees them."""
+    routing = router_of(request)
+    return ReplicaList(
+        items=[
+            ReplicaOut(
+                url=replica.url,
+                healthy=replica.healthy,
+                failures=replica.failures,
+                outstanding=replica.outstanding,
+                waiting=replica.waiting,
+                kv_cache_usage=replica.kv_cache_usage,
+                max_lora=replica.max_lora,
+                adapter_slots=routing.loader.capacity(replica),
+                base_models=sorted(replica.base_models),
+                adapters=list(replica.adapters),
+                running=sorted(replica.running),
+                loading=sorted(replica.loading),
+            )
+            for replica in routing.pool.replicas
+        ]
+    )

@@ -18,7 +18,9 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
+from gateway.adapters.ownership import check_tenant_routes
 from gateway.admin import ADMIN_PREFIX
+from gateway.admin.adapters_api import registry_of
 from gateway.admin.adapters_api import router as adapters_router
 from gateway.admin.auth import AdminAuth
 from gateway.admin.console.router import router as console_router
@@ -140,9 +142,10 @@ def _name_taken(name: str) -> GatewayError:
 
 
 @router.post("/tenants", status_code=201, tags=["tenants"])
-async def create_tenant(body: TenantCreate, admin: AdminDep) -> TenantOut:
+async def create_tenant(body: TenantCreate, admin: AdminDep, request: Request) -> TenantOut:
     tenant = body.to_record(new_id("tenant"))
     _check_tenant(tenant)
+    await check_tenant_routes(registry_of(request), tenant)
     try:
         await admin.store.create_tenant(tenant)
     except Conflict:
@@ -163,9 +166,12 @@ async def get_tenant(tenant_id: str, admin: AdminDep) -> TenantOut:
 
 
 @router.patch("/tenants/{tenant_id}", tags=["tenants"])
-async def update_tenant(tenant_id: str, body: TenantUpdate, admin: AdminDep) -> TenantOut:
+async def update_tenant(
+    tenant_id: str, body: TenantUpdate, admin: AdminDep, request: Request
+) -> TenantOut:
     tenant = body.applied_to(await admin.tenant(tenant_id))
     _check_tenant(tenant)
+    await check_tenant_routes(registry_of(request), tenant)
     try:
         await admin.store.update_tenant(tenant)
     except Conflict:

@@ -9,7 +9,8 @@ The pipeline's side is narrow::
 
 `reserve` raises GatewayError 429 (``rate_limit_exceeded`` or ``insufficient_quota``) when a
 limit refuses the request, or 503 when Redis is in trouble and the policy is fail-closed.
-`settle` never waits: the local limiter applies it at once, the Redis one in the background.
+`settle` never waits: the local limiter applies it at once; the Redis one hands it to the
+next reservation of this instance, or to a background batch within a few milliseconds.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Limiter:
         try:
             return await self._backend.acquire(plan, next(self._ids), tokens, period)
         except LimitExceeded as exceeded:
+            self.stats.refusal(exceeded.kind.field_name, principal.tenant.name)
             raise limit_error(exceeded, period) from None
 
     def settle(self, reservation: Reservation, used_tokens: int) -> None:

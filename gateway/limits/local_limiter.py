@@ -120,9 +120,8 @@ class LocalLimiter:
         delta = used_tokens - reservation.tokens
         for scope in reservation.plan.scopes:
             if scope.tokens_per_minute is not None:
-                log = self._tokens[scope.scope_id]
-                if not log.reweigh(reservation.id, used_tokens, now - WINDOW_S) and delta > 0:
-                    log.add(now, delta, None)
+                # a request that outlived the window keeps its estimate there, as with Redis
+                self._tokens[scope.scope_id].reweigh(reservation.id, used_tokens, now - WINDOW_S)
             if scope.max_concurrent is not None:
                 self._leases[scope.scope_id].pop(reservation.id, None)
             for kind in _BUDGETS:

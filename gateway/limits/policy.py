@@ -5,8 +5,9 @@ Redis for `retry_interval_s` (they would most likely wait the timeout and fail a
 the next request tries it again, so recovery needs nobody. Fail-open keeps serving with each
 instance enforcing the full limits on its own (so N instances may admit up to N times a
 limit until Redis is back); fail-closed answers 503 instead, which keeps limits exact at the
-cost of availability. Either way the event is counted in `LimiterStats` and logged at most
-once per interval.
+cost of availability. Either way the event is counted (`LimiterStats` and the Prometheus
+counters vllm_gateway_redis_errors / vllm_gateway_redis_fail_open) and logged at most once per
+interval.
 """
 
 from __future__ import annotations
@@ -49,16 +50,16 @@ class FailoverLimiter:
                 return await self._shared.acquire(plan, reservation_id, tokens, period)
             except SharedLimiterUnavailable as error:
                 self._skip_shared_until = time.monotonic() + self._retry_interval_s
-                self._stats.redis_failures += 1
+                self._stats.reservation_failed()
                 self._warning.warn(
                     "rate limiter: Redis failed (%s); failing %s",
                     error,
                     "open" if self._fallback else "closed",
                 )
         if self._fallback is None:
-            self._stats.unavailable += 1
+            self._stats.answered_unavailable()
             raise limiter_unavailable()
-        self._stats.local_fallbacks += 1
+        self._stats.fell_back()
         return await self._fallback.acquire(plan, reservation_id, tokens, period)
 
     async def start(self) -> None:

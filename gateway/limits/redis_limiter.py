@@ -20,11 +20,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from typing import Any
 
 from gateway.limits import redis_scripts
 from gateway.limits.headers import WindowState, rate_limit_headers
@@ -39,12 +35,12 @@ from gateway.limits.reservation import (
     Reservation,
     SharedLimiterUnavailable,
 )
+from gateway.limits.resp import Arg, PipelinedRedis, RedisReplyError
 from gateway.limits.stats import LimiterStats, ThrottledWarning
 
-REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+REDIS_FAILURES = (RedisReplyError, OSError, TimeoutError)  # ConnectionError is an OSError
 # Settlement and renewal are off the request path: they may wait longer than a request would.
 BACKGROUND_TIMEOUT_S = 2.0
-MAX_CONNECTIONS = 64
 MAX_CARRIED = 2  # settlements a reservation carries: more than one, to drain the queue
 LINGER_S = 0.005  # how long a settlement waits for a reservation to carry it
 MAX_BATCH = 500  # settlements per SETTLE call: keeps each script run around a millisecond
@@ -69,11 +65,12 @@ class _Batch:
     settlements: list[tuple[Reservation, int]]
     created_at: float = field(default_factory=time.monotonic)
 
-    def script_args(self) -> list[object]:
-        args: list[object] = [self.marker, len(self.settlements)]
+    def script_args(self) -> list[Arg]:
+        args: list[Arg] = [self.marker, len(self.settlements)]
         for reservation, used in self.settlements:
             plan, period = reservation.plan, reservation.period
-            args += (reservation.id, reservation.tokens, used, period.day, period.month)
+            args += (reservation.id, reservation.admitted_at, reservation.tokens, used)
+            args += (period.day, period.month)
             args.append(len(plan.scopes))
             args += plan.script_args
         return args
@@ -94,19 +91,8 @@ class RedisLimiter:
         retry_interval_s: float,
         stats: LimiterStats,
     ) -> None:
-        # No retries inside redis-py: a request gets one attempt within its timeout, and the
-        # background tasks retry on their own schedule. A request holds a connection for one
-        # round trip only, so a bounded pool serves any concurrency (waiting counts against
-        # the request's timeout); redis-py's default pool would fail past 100 at once.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=BACKGROUND_TIMEOUT_S,
-            socket_timeout=BACKGROUND_TIMEOUT_S,
-            socket_connect_timeout=BACKGROUND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        # A request gets one attempt within its timeout; background tasks retry on their own.
+        self._redis = PipelinedRedis(url, BACKGROUND_TIMEOUT_S, BACKGROUND_TIMEOUT_S)
         self._prefix = prefix + "rl:"
         self._timeout_s = timeout_s
         self._lease_ttl_s = lease_ttl_s
@@ -159,7 +145,7 @@ class RedisLimiter:
             (reply[4], reply[5], reply[6] / 1e6) if reply[4] >= 0 else None
         )
         headers = rate_limit_headers(requests, token_state)
-        reservation = Reservation(reservation_id, tokens, plan, period, self, headers)
+        reservation = Reservation(reservation_id, tokens, plan, period, self, headers, reply[7])
         if plan.leased:
             self._live[reservation_id] = reservation
         return reservation
@@ -168,7 +154,7 @@ class RedisLimiter:
         self._live.pop(reservation.id, None)
         if len(self._pending) >= MAX_PENDING:
             del self._pending[:MAX_BATCH]
-            self._stats.settlements_dropped += MAX_BATCH
+            self._stats.dropped(MAX_BATCH)
         self._pending.append((reservation, used_tokens))
         if self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._wake.set)
@@ -178,7 +164,7 @@ class RedisLimiter:
         try:
             async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
                 for script in (_RESERVE, _SETTLE, _RENEW):
-                    await self._client.script_load(script.source)
+                    await self._redis.call("SCRIPT", "LOAD", script.source)
         except REDIS_FAILURES as error:
             self._warning.warn("rate limiter: Redis not reachable at start: %r", error)
         self._tasks = [
@@ -201,19 +187,21 @@ class RedisLimiter:
                 while self._unsent:
                     await self._settle(self._unsent[0])
                     self._unsent.popleft()
-        self._stats.settlements_dropped += sum(len(batch.settlements) for batch in self._unsent)
-        await self._client.aclose(close_connection_pool=True)
+        self._stats.dropped(sum(len(batch.settlements) for batch in self._unsent))
+        await self._redis.close()
 
     def _marker(self) -> str:
         return f"{self._prefix}settled:{uuid.uuid4().hex}"
 
-    async def _run(self, script: _Script, args: Sequence[object]) -> list:
+    async def _run(self, script: _Script, args: Sequence[Arg]) -> Any:
         try:
-            return await self._client.evalsha(script.sha, 0, *args)
-        except NoScriptError:
+            return await self._redis.call("EVALSHA", script.sha, 0, *args)
+        except RedisReplyError as error:
+            if not error.is_noscript:
+                raise
             # Redis restarted or flushed its script cache since we last loaded it.
-            await self._client.script_load(script.source)
-            return await self._client.evalsha(script.sha, 0, *args)
+            await self._redis.call("SCRIPT", "LOAD", script.source)
+            return await self._redis.call("EVALSHA", script.sha, 0, *args)
 
     def _batch_pending(self) -> None:
         while self._pending:
@@ -238,10 +226,10 @@ class RedisLimiter:
                     async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
                         await self._settle(batch)
                 except REDIS_FAILURES as error:
-                    self._stats.settle_failures += 1
+                    self._stats.settlement_failed()
                     if time.monotonic() - batch.created_at > GIVE_UP_AFTER_S:
                         self._unsent.popleft()
-                        self._stats.settlements_dropped += len(batch.settlements)
+                        self._stats.dropped(len(batch.settlements))
                         self._warning.warn("dropped rate-limit settlements: %r", error)
                     else:
                         self._warning.warn("rate-limit settlement failed, will retry: %r", error)
@@ -261,13 +249,14 @@ class RedisLimiter:
                         held.setdefault(key, []).append(reservation.id)
             if not held:
                 continue
-            args: list[object] = [self._lease_ttl_us]
+            args: list[Arg] = [self._lease_ttl_us]
             for key, ids in held.items():
                 args += (key, len(ids), *ids)
             try:
                 async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
                     await self._run(_RENEW, args)
             except REDIS_FAILURES as error:
+                self._stats.renewal_failed()
                 self._warning.warn("could not renew concurrency leases: %r", error)
 
 

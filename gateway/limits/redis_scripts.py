@@ -50,8 +50,8 @@ local function limits_of(csv)
 end
 
 -- Applies the batch of settlements that starts at ARGV[a]: marker key, count, then for each
--- settlement: reservation id, tokens reserved, tokens used, day, month, scope count, and
--- (scope id, limits) per scope.
+-- settlement: reservation id, admission time (us), tokens reserved, tokens used, day, month,
+-- scope count, and (scope id, limits) per scope.
 local function settle_batch(a)
   local marker, count = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
@@ -59,26 +59,22 @@ local function settle_batch(a)
     return
   end
   for _ = 1, count do
-    local id, reserved, used = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-    local day_field, month_field = 'd:' .. ARGV[a + 3], 'm:' .. ARGV[a + 4]
-    local scopes = tonumber(ARGV[a + 5])
+    local id, admitted, reserved, used = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+    local day_field, month_field = 'd:' .. ARGV[a + 4], 'm:' .. ARGV[a + 5]
+    local scopes = tonumber(ARGV[a + 6])
     local delta = tonumber(used) - tonumber(reserved)
-    a = a + 6
+    a = a + 7
     for _ = 1, scopes do
       local base = prefix .. ARGV[a]
       local rpm, tpm, conc, per_day, per_month = limits_of(ARGV[a + 1])
       a = a + 2
-      if delta ~= 0 and (rpm >= 0 or tpm >= 0) then
-        local log, member = base .. ':l', id .. '|' .. reserved
-        local score = redis.call('ZSCORE', log, member)
-        if score and tonumber(score) > cutoff then
-          redis.call('ZREM', log, member)
-          redis.call('ZADD', log, score, id .. '|' .. used)
+      if delta ~= 0 then
+        -- in the window, the reservation now weighs what was used; out of it, nothing moves
+        if (rpm >= 0 or tpm >= 0) and admitted > cutoff
+            and redis.call('ZREM', base .. ':l', id .. '|' .. reserved) == 1 then
+          redis.call('ZADD', base .. ':l', admitted, id .. '|' .. used)
           redis.call('HINCRBY', base .. ':h', 's', delta)
         end
-      end
-      if delta ~= 0 and (per_day >= 0 or per_month >= 0)
-          and redis.call('EXISTS', base .. ':h') == 1 then
         if per_day >= 0 then redis.call('HINCRBY', base .. ':h', day_field, delta) end
         if per_month >= 0 then redis.call('HINCRBY', base .. ':h', month_field, delta) end
       end
@@ -95,7 +91,8 @@ RESERVE = (
     + """
 -- ARGV: prefix, window (us), lease TTL (us), budget expiry (unix s), day, month, reservation
 --       id, tokens, scope count, (scope id, limits) per scope, then a settlement batch
--- Reply: {1, requests limit, remaining, reset (us), tokens limit, remaining, reset (us)}
+-- Reply: {1, requests limit, remaining, reset (us), tokens limit, remaining, reset (us),
+--        admission time (us)}
 --        (limit -1: no such limit), or {0, scope number (1-based), kind, limit, used, retry (us)}
 --        with retry -1 when waiting cannot help (concurrency and budget retries are the
 --        caller's to work out)
@@ -176,12 +173,13 @@ for s = 1, scopes do
   end
   if c.conc >= 0 then
     c.leases = c.base .. ':c'
-    redis.call('ZREMRANGEBYSCORE', c.leases, '-inf', now)
-    local held = redis.call('ZCARD', c.leases)
+    -- leases in force; RENEW removes the expired ones
+    local held = redis.call('ZCOUNT', c.leases, string.format('(%.0f', now), '+inf')
     if held >= c.conc then
       return refuse(s, 3, c.conc, held, 0)
     end
   end
+  c.new_day = not fields[2]
   c.day_used, c.month_used = tonumber(fields[2] or '0'), tonumber(fields[3] or '0')
   if c.per_day >= 0 and c.day_used + need > c.per_day then
     return refuse(s, 4, c.per_day, c.day_used, 0)
@@ -192,7 +190,7 @@ for s = 1, scopes do
   checked[s] = c
 end
 
-local reply = {1, -1, 0, 0, -1, 0, 0}
+local reply = {1, -1, 0, 0, -1, 0, 0, now}
 local requests_log, tokens_log  -- the logs of the scopes with the least remaining
 for s = 1, scopes do
   local c = checked[s]
@@ -215,9 +213,9 @@ for s = 1, scopes do
   elseif budgets then
     redis.call('HSET', c.h, day_field, c.day_used + need, month_field, c.month_used + need)
   end
-  if budgets then
+  if budgets and c.new_day then  -- the first charge of the day (or the hash is new)
     redis.call('EXPIREAT', c.h, budget_expiry)
-  elseif c.log then
+  elseif not budgets and c.log then
     redis.call('PEXPIRE', c.h, window_ms)
   end
   if c.leases then
@@ -251,14 +249,16 @@ return 1
 )
 
 RENEW = """
--- Extends leases still held: a lease already gone (expired, or freed by a settlement) stays
--- gone. ARGV: lease TTL (us), then per leases key: the key, a count, the reservation ids.
+-- Extends leases still held (a lease already gone, expired or freed by a settlement, stays
+-- gone) and drops expired ones.
+-- ARGV: lease TTL (us), then per leases key: the key, a count, the reservation ids
 local clock = redis.call('TIME')
 local ttl = tonumber(ARGV[1])
 local expiry = tonumber(clock[1]) * 1000000 + tonumber(clock[2]) + ttl
 local a = 2
 while a <= #ARGV do
   local key, count = ARGV[a], tonumber(ARGV[a + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', expiry - ttl)  -- leases of crashed holders
   for i = a + 2, a + 1 + count do
     redis.call('ZADD', key, 'XX', expiry, ARGV[i])
   end

@@ -11,17 +11,19 @@ from gateway.limits.plan import Plan, ScopeLimits
 
 
 class Kind(Enum):
-    """A limit kind: its number in the Redis script's replies and its words in messages."""
+    """A limit kind: its number in the Redis script's replies, its words in messages, and its
+    Limits field."""
 
-    REQUESTS = (1, "requests per minute")
-    TOKENS = (2, "tokens per minute")
-    CONCURRENT = (3, "concurrent requests")
-    TOKENS_PER_DAY = (4, "tokens per day")
-    TOKENS_PER_MONTH = (5, "tokens per month")
+    REQUESTS = (1, "requests per minute", "requests_per_minute")
+    TOKENS = (2, "tokens per minute", "tokens_per_minute")
+    CONCURRENT = (3, "concurrent requests", "max_concurrent")
+    TOKENS_PER_DAY = (4, "tokens per day", "tokens_per_day")
+    TOKENS_PER_MONTH = (5, "tokens per month", "tokens_per_month")
 
-    def __init__(self, number: int, words: str) -> None:
+    def __init__(self, number: int, words: str, field_name: str) -> None:
         self.number = number
         self.words = words
+        self.field_name = field_name  # in Limits and the admin API
 
     @property
     def is_budget(self) -> bool:
@@ -43,7 +45,17 @@ class Reservation:
     stops being renewed and its leases expire instead of leaking.
     """
 
-    __slots__ = ("__weakref__", "headers", "id", "owner", "period", "plan", "settled", "tokens")
+    __slots__ = (
+        "__weakref__",
+        "admitted_at",
+        "headers",
+        "id",
+        "owner",
+        "period",
+        "plan",
+        "settled",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -53,6 +65,7 @@ class Reservation:
         period: Period,
         owner: Settler | None,
         headers: Headers,
+        admitted_at: int = 0,
     ) -> None:
         self.id = reservation_id
         self.tokens = tokens
@@ -60,6 +73,7 @@ class Reservation:
         self.period = period
         self.owner = owner
         self.headers = headers
+        self.admitted_at = admitted_at  # on the Redis server's clock (us), for its settlement
         self.settled = False
 
 

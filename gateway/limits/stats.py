@@ -1,4 +1,8 @@
-"""Counters of the limiter's trouble with Redis, for the metrics endpoint and the log."""
+"""What the limiter counts: refusals, and its trouble with Redis.
+
+Each event bumps a counter here (the limiter's own view, which tests read) and the matching
+Prometheus metric of gateway.observability.metrics, so no caller has to remember both.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,46 @@ import logging
 import time
 from dataclasses import dataclass
 
+from gateway.observability import metrics
+
 logger = logging.getLogger("gateway.limits")
+_COMPONENT = "rate_limits"
 
 
 @dataclass(slots=True)
 class LimiterStats:
-    """Monotonic counters; a metrics exporter reads them as Prometheus counters."""
-
+    refused: int = 0  # requests answered 429
     redis_failures: int = 0  # reservations Redis did not answer in time or failed
     local_fallbacks: int = 0  # requests the local limiter decided on because of that (open)
     unavailable: int = 0  # requests answered 503 because of that (closed)
     settle_failures: int = 0  # settlement batches that failed and were retried
     settlements_dropped: int = 0  # settlements given up on (their leases expire by TTL)
+
+    def refusal(self, limit: str, tenant: str) -> None:
+        """`limit`: the Limits field that refused (requests_per_minute, ...)."""
+        self.refused += 1
+        metrics.rate_limit_rejected(limit, tenant)
+
+    def reservation_failed(self) -> None:
+        self.redis_failures += 1
+        metrics.redis_error("rate_limit_reserve")
+
+    def fell_back(self) -> None:
+        self.local_fallbacks += 1
+        metrics.redis_fail_open(_COMPONENT)
+
+    def answered_unavailable(self) -> None:
+        self.unavailable += 1
+
+    def settlement_failed(self) -> None:
+        self.settle_failures += 1
+        metrics.redis_error("rate_limit_settle")
+
+    def dropped(self, settlements: int) -> None:
+        self.settlements_dropped += settlements
+
+    def renewal_failed(self) -> None:
+        metrics.redis_error("rate_limit_renew")
 
 
 class ThrottledWarning:

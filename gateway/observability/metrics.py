@@ -100,6 +100,28 @@ KEY_CACHE_LOOKUPS = Counter(
     "API key lookups answered from process memory (hit) or the store (miss).",
     ["result"],
 )
+FAIR_QUEUE_DEPTH = Gauge(
+    PREFIX + "fair_queue_depth",
+    "Requests waiting in the fair queue for an upstream slot, by tenant.",
+    ["tenant"],
+    multiprocess_mode="livesum",
+)
+FAIR_QUEUE_WAIT = Histogram(
+    PREFIX + "fair_queue_wait_seconds",
+    "How long requests that had to queue waited for a slot (timed-out ones too), by tenant.",
+    ["tenant"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+FAIR_QUEUE_TIMEOUTS = Counter(
+    PREFIX + "fair_queue_timeouts",
+    "Requests refused because they waited in the fair queue past its timeout, by tenant.",
+    ["tenant"],
+)
+ISOLATION_REQUESTS = Counter(
+    PREFIX + "isolation_requests",
+    "Requests sent to vLLM, by the tier they ran at and their cache-salt mode.",
+    ["tier", "cache_salt_mode"],
+)
 
 
 def observe_request(ctx: RequestContext, seconds: float) -> None:
@@ -156,3 +178,21 @@ def redis_fail_open(component: str) -> None:
 
 def key_cache_lookup(hit: bool) -> None:
     KEY_CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
+
+
+def fair_queue_entered(tenant: str) -> None:
+    FAIR_QUEUE_DEPTH.labels(_tenants(tenant)).inc()
+
+
+def fair_queue_left(tenant: str, waited_s: float, timed_out: bool) -> None:
+    """A queued request got its slot, timed out, or was cancelled while it waited."""
+    label = _tenants(tenant)
+    FAIR_QUEUE_DEPTH.labels(label).dec()
+    FAIR_QUEUE_WAIT.labels(label).observe(waited_s)
+    if timed_out:
+        FAIR_QUEUE_TIMEOUTS.labels(label).inc()
+
+
+def isolation_applied(tier: str, cache_salt_mode: str) -> None:
+    """`cache_salt_mode`: "isolated", "shared" or "off"."""
+    ISOLATION_REQUESTS.labels(_names(tier), cache_salt_mode).inc()

@@ -1,7 +1,7 @@
-"""The inference hot path, one stage per line.
+"""The inference hot path, one stage per line (`InferencePipeline.__call__`).
 
 authenticate -> read and parse the body -> tenant policy (model) -> rate-limit reservation ->
-route (replica) -> upstream call -> relay (stream or whole, usage captured) -> settle.
+route (replica + adapter) -> upstream call -> relay (stream or whole, usage captured) -> settle.
 Metrics, the access log and the usage ledger see every request at the app's error boundary
 (gateway/app.py), rejected ones included.
 """
@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from gateway.asgi import Receive, Scope, Send, header, read_body
 from gateway.context import RequestContext
-from gateway.limits import Limiter, estimate_prompt_tokens, estimate_tokens, tokens_used
+from gateway.limits import (
+    Limiter,
+    Reservation,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    tokens_used,
+)
 from gateway.observability import access_log, metrics
 from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request, upstream_body
 from gateway.pipeline.relay import estimated_usage, relay_stream, relay_whole
@@ -48,31 +54,62 @@ class InferencePipeline:
         ctx.stream, ctx.client_wants_usage = request.stream, request.client_wants_usage
         access_log.log_prompt(ctx, request.raw)
         target = self._resolve_model(ctx, principal, request)
-        reservation = None
-        if principal is not None:
-            estimate = estimate_tokens(request, self._default_max_tokens)
-            reservation = await self._limiter.reserve(principal, estimate)
-            ctx.extra_headers.extend(reservation.headers)
-        replica = self._router.route(target)
-        ctx.replica = replica.url
-        metrics.upstream_started(replica.url)
+        reservation = await self._reserve(ctx, principal, request)
         try:
-            upstream_model = target.upstream_name if target else None
-            response = await self._transport.post(
-                ctx, replica.url + endpoint.path, upstream_body(request, upstream_model), ctx.stream
+            await self._proxy(ctx, endpoint, request, target, receive, send)
+        finally:
+            self._settle(ctx, request, reservation)
+
+    async def _proxy(
+        self,
+        ctx: RequestContext,
+        endpoint: Endpoint,
+        request: InferenceRequest,
+        target: ModelTarget | None,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Route to a replica (its adapter loaded), call it, relay the answer."""
+        body = upstream_body(request, target.upstream_name if target else None)
+        lease = await self._router.acquire(target)
+        ctx.replica = lease.url
+        metrics.upstream_started(lease.url)
+        try:
+            response = await lease.send(
+                lambda url: self._transport.post(ctx, url + endpoint.path, body, ctx.stream)
             )
+            if lease.url != ctx.replica:  # a connect failure moved it to another replica
+                metrics.upstream_finished(ctx.replica, error=True)
+                ctx.replica = lease.url
+                metrics.upstream_started(lease.url)
             rename = target.response_rename() if target else None
             if ctx.stream and response.status == 200:
                 await relay_stream(ctx, response, rename, receive, send)
             else:
                 await relay_whole(ctx, self._transport, response, rename, send)
         finally:
-            metrics.upstream_finished(replica.url, error=ctx.status == 0 or ctx.status >= 500)
-            prompt = estimate_prompt_tokens(request)
-            if ctx.usage is None and ctx.streamed_events:
-                ctx.usage = estimated_usage(prompt, ctx.streamed_events)
-            if reservation is not None:
-                self._limiter.settle(reservation, tokens_used(ctx.usage, prompt, 0))
+            lease.release()
+            metrics.upstream_finished(lease.url, error=ctx.status == 0 or ctx.status >= 500)
+
+    async def _reserve(
+        self, ctx: RequestContext, principal: Principal | None, request: InferenceRequest
+    ) -> Reservation | None:
+        if principal is None:
+            return None
+        estimate = estimate_tokens(request, self._default_max_tokens)
+        reservation = await self._limiter.reserve(principal, estimate)
+        ctx.extra_headers.extend(reservation.headers)
+        return reservation
+
+    def _settle(
+        self, ctx: RequestContext, request: InferenceRequest, reservation: Reservation | None
+    ) -> None:
+        """Charge what the request really used: vLLM's usage, or what a cut stream relayed."""
+        prompt = estimate_prompt_tokens(request)
+        if ctx.usage is None and ctx.streamed_events:
+            ctx.usage = estimated_usage(prompt, ctx.streamed_events)
+        if reservation is not None:
+            self._limiter.settle(reservation, tokens_used(ctx.usage, prompt, 0))
 
     async def _authenticate(self, ctx: RequestContext, scope: Scope) -> Principal | None:
         if self._authenticator is None:

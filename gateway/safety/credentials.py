@@ -2,8 +2,9 @@
 
 Only formats with a recognisable shape are matched (a vendor prefix and a length, a PEM
 header, a JWT's two base64url JSON segments), so random identifiers and hashes in code pass.
-Each format is its own scan behind a test for its literal prefix (see detector), so text that
-holds none of the prefixes costs a few substring searches.
+Each format is its own scan behind a test for its literal prefix (see detector), and the
+whole detector is skipped for text (most stream chunks) that holds none of "-", "_" and the
+prefixes without them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ _FORMATS = (
     (("-----BEGIN",), r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
 )
 
+
+def _may_hold_secret(text: str) -> bool:
+    """Every format above holds "-" or "_" or one of these prefixes: most prose holds none,
+    and is spared the scans one by one."""
+    return (
+        "-" in text
+        or "_" in text
+        or "AKIA" in text
+        or "ASIA" in text
+        or "AIza" in text
+        or "eyJ" in text
+    )
+
+
 SECRET = Detector(
     label="SECRET",
     scans=tuple(Scan(re.compile(pattern), contains(*prefixes)) for prefixes, pattern in _FORMATS),
@@ -39,4 +54,5 @@ SECRET = Detector(
     word_tail=True,
     tails=(Tail(r"-----BEGIN[A-Z0-9 ]*-{0,5}", contains("-----BEGIN")),),
     not_after=re.compile(r"[\w-]"),
+    gate=_may_hold_secret,
 )

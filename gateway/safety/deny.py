@@ -1,10 +1,10 @@
 """Operator deny-lists: whole words or phrases (case-insensitive), and raw regexes.
 
 Terms compile into one regex shaped like a trie (common prefixes factored out), so a list of
-thousands costs about what a handful does: the engine tries one branch per character instead
-of every term at every position. It matches a lower-cased copy of the text. For phrases,
-the same trie with every continuation optional is the stream tail: it holds back only the
-trailing words that could still become a phrase.
+thousands costs about what a handful does: the engine follows one branch per character
+instead of trying every term at every position. It matches a lower-cased copy of the text.
+For phrases, the same trie with every continuation optional is the stream tail: it holds
+back only the trailing words that could still become a phrase.
 """
 
 from __future__ import annotations
@@ -59,15 +59,17 @@ def _normalised(terms: list[str]) -> list[str]:
 
 
 def deny_terms(terms: list[str]) -> Detector:
-    words = _normalised(terms)
-    trie = _trie(words)
-    spaced = any(" " in word for word in words)
+    phrases = _normalised(terms)
+    trie = _trie(phrases)
+    most_words = max(phrase.count(" ") + 1 for phrase in phrases)
+    # A phrase may still be growing over its last words; a single word is the last word.
+    partial = Tail(rf"(?<!\w)(?i:{_branches(trie, partial=True)})", words=most_words)
     return Detector(
         label="TERM",
         scans=(Scan(re.compile(rf"{_branches(trie, partial=False)}(?!\w)")),),
-        max_span=max(len(word) for word in words) + _PHRASE_SLACK,
-        word_tail=not spaced,
-        tails=(Tail(rf"(?<!\w)(?i:{_branches(trie, partial=True)})"),) if spaced else (),
+        max_span=max(len(phrase) for phrase in phrases) + _PHRASE_SLACK,
+        word_tail=most_words == 1,
+        tails=(partial,) if most_words > 1 else (),
         not_after=_WORD_CHAR,
         lowercase=True,
     )

@@ -5,15 +5,15 @@ instructions, the system prompt, no restrictions), so everyday text that uses on
 words ("please ignore my previous e-mail", "how do I jailbreak an iPhone") passes. Heuristics
 catch the common, copy-pasted attacks; a guard model is the answer to novel ones.
 
-The phrases match a lower-cased copy of the text and each starts with a literal word, which
-keeps the scan within the input budget (see detector).
+The phrases match a lower-cased copy of the text, grouped into one scan per first letter of
+their leading words (see detector).
 """
 
 from __future__ import annotations
 
 import re
 
-from gateway.safety.detector import Detector, Scan, Tail, contains
+from gateway.safety.detector import Detector, Scan, Tail
 
 _PRIOR = (
     r"(?:(?:all|any|the|your|my|these|those|of)\s+)*"
@@ -27,53 +27,60 @@ _LIMITS = (
     r"(?:restrictions|rules|limits|limitations|filters|guidelines|boundaries|censorship|policies)"
 )
 
-# (words one of which every match contains, phrase): each phrase is its own scan behind a
-# substring test for its words (see detector).
-PHRASES = (
+# (leading words, the rest of the phrase).
+PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (
         ("ignore", "disregard", "forget", "override", "bypass", "skip"),
-        rf"(?:ignore|disregard|forget|override|bypass|skip)\s+(?:{_PRIOR}\s+|all\s+(?:of\s+)?"
-        rf"(?:the\s+|your\s+)?|your\s+){_RULES}",
+        rf"\s+(?:{_PRIOR}\s+|all\s+(?:of\s+)?(?:the\s+|your\s+)?|your\s+){_RULES}",
     ),
     (
-        ("you",),
-        r"you(?:\s+are|'re)\s+(?:now\s+)?(?:dan\b|in\s+developer\s+mode|jailbroken|unfiltered|"
-        r"uncensored|unrestricted|free\s+(?:of|from)\s+(?:all\s+)?(?:rules|restrictions))",
+        ("you are", "you're"),
+        r"\s+(?:now\s+)?(?:dan\b|in\s+developer\s+mode|jailbroken|unfiltered|uncensored|"
+        r"unrestricted|free\s+(?:of|from)\s+(?:all\s+)?(?:rules|restrictions))",
     ),
-    (("anything",), r"do\s+anything\s+now\b"),
-    (("developer",), r"developer\s+mode\s+(?:enabled|on|activated)"),
+    (("do anything now",), r"\b"),
+    (("developer mode",), r"\s+(?:enabled|on|activated)"),
     (
-        ("pretend", "imagine", "act"),
-        rf"(?:pretend|imagine|act\s+as\s+if)\s+(?:that\s+)?you\s+(?:are|have|had)\s+"
-        rf"(?:no|without)\s+(?:\w+\s+){{0,2}}{_LIMITS}",
+        ("pretend", "imagine", "act as if"),
+        rf"\s+(?:that\s+)?you\s+(?:are|have|had)\s+(?:no|without)\s+(?:\w+\s+){{0,2}}{_LIMITS}",
     ),
+    (("act as",), r"\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|evil|jailbroken)\b"),
     (
-        ("act",),
-        r"act\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|evil|jailbroken)\b",
+        ("reveal", "print", "show", "repeat", "output", "leak", "display", "tell me"),
+        r"\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|entire\s+|exact\s+|complete\s+)?"
+        r"(?:system|initial|hidden|original|secret)\s+(?:prompt|instructions|message)",
     ),
-    (
-        ("prompt", "instructions", "message"),
-        r"(?:reveal|print|show|repeat|output|leak|display|tell\s+me)\s+(?:me\s+)?(?:your|the)\s+"
-        r"(?:full\s+|entire\s+|exact\s+|complete\s+)?(?:system|initial|hidden|original|secret)\s+"
-        r"(?:prompt|instructions|message)",
-    ),
-    (("bound",), rf"(?:no\s+longer|not)\s+bound\s+by\s+(?:any\s+)?(?:\w+\s+)?{_LIMITS}"),
-    (("without",), rf"without\s+(?:any\s+)?(?:ethical|moral|safety)\s+{_LIMITS}"),
-    (("jailbreak",), r"jailbreak(?:ed)?\s+(?:mode|prompt)\b"),
-    (("system",), r"(?:new|updated)\s+system\s+(?:prompt|instructions)\s*:"),
-    (
-        ("system", "inst]"),
-        r"<\|im_start\|>\s*system|\[\s*/?\s*(?:system|inst)\s*\]|<\s*/?\s*system\s*>",
-    ),
+    (("no longer", "not"), rf"\s+bound\s+by\s+(?:any\s+)?(?:\w+\s+)?{_LIMITS}"),
+    (("without",), rf"\s+(?:any\s+)?(?:ethical|moral|safety)\s+{_LIMITS}"),
+    (("jailbreak",), r"(?:ed)?\s+(?:mode|prompt)\b"),
+    (("new", "updated"), r"\s+system\s+(?:prompt|instructions)\s*:"),
+    (("<|im_start|>system", "[inst]", "[/inst]", "[system]", "<system>", "</system>"), ""),
 )
+
+
+def _scans() -> tuple[Scan, ...]:
+    """One scan per first character of the leading words, which the engine skips to. No
+    substring gates: on a long prompt, testing for the words costs as much as the scan."""
+    by_char: dict[str, list[str]] = {}
+    for leads, rest in PHRASES:
+        for lead in leads:
+            first, *others = lead.split()
+            after_first_char = r"\s+".join([re.escape(first[1:]), *map(re.escape, others)])
+            by_char.setdefault(lead[0], []).append(after_first_char + rest)
+    return tuple(
+        Scan(re.compile(f"{re.escape(char)}(?:{'|'.join(alternatives)})"))
+        for char, alternatives in by_char.items()
+    )
+
+
 # The longest phrase above spans about a dozen words.
 _MAX_WORDS = 12
 
 PROMPT_INJECTION = Detector(
     label="INJECTION",
-    scans=tuple(Scan(re.compile(phrase), contains(*words)) for words, phrase in PHRASES),
+    scans=_scans(),
     max_span=160,
-    tails=(Tail(rf"(?:\S+\s+){{0,{_MAX_WORDS - 1}}}\S*"),),
+    tails=(Tail(rf"(?:\S+\s+){{0,{_MAX_WORDS - 1}}}\S*", words=_MAX_WORDS),),
     not_after=re.compile(r"\w"),
     lowercase=True,
 )

@@ -16,6 +16,7 @@ of one choice that arrive together are scanned as one text. Other events are par
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -23,7 +24,7 @@ import orjson
 from gateway.safety.masking import MaskVault
 from gateway.safety.policy import Action
 from gateway.safety.rules import Hit, RuleSet, first_block, redaction, rewrite
-from gateway.safety.token_events import TokenRun, token_event
+from gateway.safety.token_events import TokenRun, literal_text, token_event
 
 if TYPE_CHECKING:
     from gateway.safety.runtime import PolicyRuntime
@@ -57,12 +58,14 @@ class OutputGuard:
         self._first_event = b""  # its id, object, created and model head the chunks we add
         self._chat = True
         self.blocked = False
-        self.usage: dict[str, Any] | None = None  # the last usage seen in the stream
 
     def process_events(self, events: bytes) -> tuple[bytes, bool]:
         """Rewrite complete SSE events; True once blocked (the output then ends the stream)."""
         if self.blocked:
             return b"", True
+        match = token_event(events, 0)
+        if match is not None and match.end() == len(events):  # a paced stream's every read
+            return self._release_one(events, match), self.blocked
         out: list[bytes] = []
         run: TokenRun | None = None
         at = 0
@@ -91,8 +94,36 @@ class OutputGuard:
         if run is not None and not self.blocked:
             out.append(self._release_run(run, events))
         if self.blocked:
-            out += (self._closing_chunk(), _DONE, _EVENT_END)
+            out.append(self._ending())
         return b"".join(out), self.blocked
+
+    def _release_one(self, event: bytes, match: re.Match[bytes]) -> bytes:
+        """`_release_run` for a read of a single token event, without the run's bookkeeping."""
+        if not self._first_event:
+            self._first_event = event[: event.index(_EVENT_END)]
+            self._chat = match[2] is not None
+        group = 2 if match[2] is not None else 3
+        text = literal_text(match[group])
+        state = self._choice_state(int(match[1]))
+        if not (text or state.held):
+            return event
+        released, block = self._feed(state, text, final=False)
+        if block is not None:
+            return self._blocked_event(event, released) + self._ending()
+        if released == text:
+            return event
+        start, end = match.span(group)
+        return event[:start] + orjson.dumps(released) + event[end:]
+
+    def _ending(self) -> bytes:
+        """After a block: the closing chunk and [DONE]."""
+        return self._closing_chunk() + _DONE + _EVENT_END
+
+    def _blocked_event(self, event: bytes, released: str) -> bytes:
+        """The token event a block falls in, carrying the safe text (see `_block`)."""
+        chunk = orjson.loads(event[6 : event.index(_EVENT_END)])
+        self._block(chunk["choices"], 0, released)
+        return b"data: " + orjson.dumps(chunk) + _EVENT_END
 
     def process_whole(self, body: bytes) -> bytes:
         """A non-streamed answer: a blocked choice keeps its text up to the match and gets
@@ -130,15 +161,7 @@ class OutputGuard:
         prior = state.held
         released, block = self._feed(state, text, final=False)
         if block is not None:  # the run arrived at once: its first event carries the safe text
-            chunk = orjson.loads(run.first_event(events)[6:])
-            self._block(chunk["choices"], 0, released)
-            return b"data: " + orjson.dumps(chunk) + _EVENT_END
-        if len(ends) == 1:  # the usual paced stream: one event per read
-            return (
-                events[run.start : run.end]
-                if released == text
-                else run.spliced_one(events, released)
-            )
+            return self._blocked_event(events[run.start :], released)
         if (prior + text).startswith(released):
             return run.released(events, ends, held, released)
         return run.rewritten(events, released)
@@ -160,8 +183,6 @@ class OutputGuard:
 
     def _process_chunk(self, chunk: dict[str, Any]) -> bool:
         """Rewrite one parsed chunk in place; True when it changed."""
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
         choices = chunk.get("choices")
         if not choices:
             return False

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from gateway.safety.detector import Detector, Gate, lowered
+from gateway.safety.detector import Detector, Gate, lowered, numeric_runs
 from gateway.safety.policy import Action
 
 REWRITING = frozenset({Action.REDACT, Action.MASK})
@@ -50,7 +50,7 @@ class RuleSet:
         self.rules = tuple(rules)
         detectors = [rule.detector for rule in self.rules]
         tails = dict.fromkeys(tail for d in detectors for tail in d.tails or ())
-        self._tails = [(re.compile(tail.regex + r"\Z"), tail.gate) for tail in tails]
+        self._tails = [(re.compile(tail.regex + r"\Z"), tail.gate, tail.words) for tail in tails]
         self._word_tail = hold_word_up_to > 0 or any(d.word_tail for d in detectors)
         self._fixed_hold = max((d.max_span for d in detectors if d.tails is None), default=0)
         self.window = max([d.max_span for d in detectors] + [hold_word_up_to])
@@ -59,7 +59,10 @@ class RuleSet:
         groups: dict[tuple[Gate | None, bool], list[Rule]] = {}
         for rule in self.rules:
             groups.setdefault((rule.detector.gate, rule.detector.lowercase), []).append(rule)
-        self._groups = [(gate, lower, tuple(rules)) for (gate, lower), rules in groups.items()]
+        self._groups = [
+            (gate, lower, tuple((r, any(s.numeric for s in r.detector.scans)) for r in rules))
+            for (gate, lower), rules in groups.items()
+        ]
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -67,6 +70,7 @@ class RuleSet:
     def hits(self, text: str, pos: int = 0) -> list[Hit]:
         """Every rule's matches that start at or after `pos`, in resolution order."""
         lower = None
+        runs = None  # the numeric runs of `text`, found once for all the detectors that look
         found = []
         for gate, lowercase, rules in self._groups:
             subject = text
@@ -75,9 +79,13 @@ class RuleSet:
             # what a gate looks for lies inside the match, which starts at `pos` or later
             if gate is not None and not gate(subject[pos:] if pos else subject):
                 continue
-            for rule in rules:
-                for start, end in rule.detector.matches(subject, pos):
-                    found.append(Hit(start, end, rule))
+            for rule, numeric in rules:
+                if numeric and runs is None and not lowercase:
+                    runs = numeric_runs(text, pos)
+                for start, end in rule.detector.matches(subject, pos, None if lowercase else runs):
+                    # A match found at its "@" may reach back before `pos` (into a stream's
+                    # released text, for a word longer than the window): keep what is left.
+                    found.append(Hit(max(start, pos), end, rule))
         if len(found) > 1:
             found.sort(key=lambda hit: (hit.start, -hit.end))
         return found
@@ -91,14 +99,15 @@ class RuleSet:
         if self._word_tail:
             start = min(start, _last_word_start(text, floor))
         held = None
-        for tail, gate in self._tails:
+        for tail, gate, words in self._tails:
             if start <= floor:
                 break
             if gate is not None:
                 held = text[floor:] if held is None else held
                 if not gate(held):
                     continue
-            match = tail.search(text, floor)
+            origin = floor if words is None else _last_words_start(text, floor, words)
+            match = tail.search(text, origin)
             if match is not None:
                 start = min(start, match.start())
         return max(start, floor)
@@ -109,6 +118,20 @@ def _last_word_start(text: str, floor: int) -> int:
     missing a rarer one only starts the search earlier, which is safe."""
     last_space = max(text.rfind(" ", floor), text.rfind("\n", floor), text.rfind("\t", floor))
     return last_space + 1 if last_space >= 0 else floor
+
+
+def _last_words_start(text: str, floor: int, words: int) -> int:
+    """At or before where the last `words` words begin (one more, for trailing whitespace):
+    runs of spaces count once, so this never starts too late."""
+    at = len(text)
+    for _ in range(words + 1):
+        space = max(text.rfind(" ", floor, at), text.rfind("\n", floor, at))
+        if space < 0:
+            return floor
+        at = space
+        while at > floor and text[at - 1].isspace():
+            at -= 1
+    return at
 
 
 def first_block(hits: list[Hit]) -> Hit | None:

@@ -44,6 +44,14 @@ def token_event(events: bytes, at: int) -> re.Match[bytes] | None:
     return match
 
 
+def literal_text(literal: bytes) -> str:
+    """A JSON string literal's text; without escapes (nearly always) no JSON decoder runs."""
+    inner = literal[1:-1]
+    if inner.isascii() and b"\\" not in inner:
+        return inner.decode("ascii")
+    return orjson.loads(literal)
+
+
 class TokenRun:
     """Consecutive token events of one choice within a buffer of events."""
 
@@ -64,15 +72,6 @@ class TokenRun:
 
     def texts(self, events: bytes) -> tuple[str, list[int]]:
         """The run's text, and where each event's part of it ends."""
-        if len(self.literals) == 1:
-            start, end = self.literals[0]
-            inner = events[start + 1 : end - 1]
-            text = (
-                inner.decode("ascii")
-                if inner.isascii() and b"\\" not in inner
-                else (orjson.loads(events[start:end]))
-            )
-            return text, [len(text)]
         inners = [events[start + 1 : end - 1] for start, end in self.literals]
         raw = b"".join(inners)
         if raw.isascii() and b"\\" not in raw:  # no escapes: bytes and characters align
@@ -99,11 +98,6 @@ class TokenRun:
         parts = dict.fromkeys(range(len(self.literals) - 1), "")
         parts[len(self.literals) - 1] = released
         return self.spliced(events, parts)
-
-    def spliced_one(self, events: bytes, text: str) -> bytes:
-        """The run's single event with `text` instead of its own."""
-        start, end = self.literals[0]
-        return events[self.start : start] + orjson.dumps(text) + events[end : self.end]
 
     def spliced(self, events: bytes, parts: dict[int, str]) -> bytes:
         pieces = []

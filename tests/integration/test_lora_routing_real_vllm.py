@@ -86,7 +86,14 @@ def lora_gateway(
 
 
 def test_the_router_reads_vllm_metrics(real_vllm: RealVllm) -> None:
+    """vLLM writes vllm:lora_requests_info only once it has scheduled a request."""
+    greedy(real_vllm.url, "tenant-a", PROMPTS[0])
+    deadline = time.monotonic() + 30
     load = parse_load(httpx.get(real_vllm.url + "/metrics", timeout=10).text)
+    while load.max_lora is None:
+        assert time.monotonic() < deadline, "no vllm:lora_requests_info sample"
+        time.sleep(0.2)
+        load = parse_load(httpx.get(real_vllm.url + "/metrics", timeout=10).text)
     assert load.max_lora == MAX_LORAS
     assert 0 <= load.kv_cache_usage <= 1
 

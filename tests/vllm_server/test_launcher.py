@@ -102,6 +102,12 @@ def test_dtype_max_model_len_and_extra_args_are_passed_last() -> None:
     assert command.argv[-1] == "--enable-prefix-caching"
 
 
+def test_priority_scheduling_is_passed_and_fcfs_is_left_to_vllm() -> None:
+    command = build_command(VllmConfig(model="m", scheduling_policy="priority"))
+    assert option(command, "--scheduling-policy") == "priority"
+    assert "--scheduling-policy" not in build_command(VllmConfig(model="m")).argv
+
+
 def test_executable_comes_from_config_then_venv_then_next_to_python() -> None:
     explicit = VllmConfig(model="m", vllm_executable="/opt/vllm", venv="/venvs/v")
     assert build_command(explicit).argv[0] == "/opt/vllm"
@@ -159,6 +165,7 @@ def test_yaml_config_loads_every_field(tmp_path: Path) -> None:
         ("served_model_name: base\n", "needs 'model'"),
         ("model: m\ndevice: tpu\n", "device must be 'cpu' or 'gpu'"),
         ("model: m\nmax_loras: 0\n", "max_loras must be at least 1"),
+        ("model: m\nscheduling_policy: lifo\n", "scheduling_policy must be 'fcfs' or"),
         ("- model\n", "expected a mapping"),
     ],
 )

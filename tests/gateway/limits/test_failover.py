@@ -97,7 +97,6 @@ async def test_slow_redis_never_holds_a_request_past_the_timeout(
     else:
         assert all(error is not None and error.status == 503 for _, error in outcomes)
     # once the pause is over, requests go through Redis again by themselves
-    failures = limiter.stats.redis_failures
 
     async def back_on_redis() -> bool:
         before = limiter.stats.local_fallbacks + limiter.stats.unavailable
@@ -105,7 +104,6 @@ async def test_slow_redis_never_holds_a_request_past_the_timeout(
         return error is None and limiter.stats.local_fallbacks + limiter.stats.unavailable == before
 
     await until(back_on_redis)
-    assert limiter.stats.redis_failures >= failures
 
 
 async def test_redis_stopped_and_restarted_under_load(

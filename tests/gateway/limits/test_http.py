@@ -77,6 +77,8 @@ def test_openai_sdk_sees_headers_and_rate_limit_error(gateway: Gateway) -> None:
     assert caught.value.type == "requests"
     assert "requests per minute" in caught.value.message
     assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+    refusals = "vllm_gateway_rate_limit_rejections_total"
+    assert metric_value(gateway.url, refusals, limit="requests_per_minute", tenant="acme") >= 1
 
 
 def test_budget_exhausted_is_insufficient_quota(gateway: Gateway) -> None:

@@ -45,6 +45,7 @@ async def test_requests_per_minute(make_limiter: MakeLimiter) -> None:
     assert 1 <= int(error.headers["retry-after"]) <= 60
     assert 0 < int(error.headers["retry-after-ms"]) <= 60_000
     assert error.headers["x-ratelimit-remaining-requests"] == "0"
+    assert limiter.stats.refused == 1
 
 
 async def test_tokens_per_minute_and_settlement(make_limiter: MakeLimiter) -> None:

@@ -16,7 +16,7 @@ import pytest_asyncio
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
 from gateway.errors import GatewayError
-from gateway.routing import LoraRouter, Replica
+from gateway.routing import Replica, Router
 from tests.fixtures.processes import ServerProcess
 from tests.fixtures.replicas import (
     complete,
@@ -72,7 +72,7 @@ async def registry(tmp_path: Path) -> AsyncIterator[SqliteAdapterRegistry]:
     await registry.close()
 
 
-def replica(router: LoraRouter, server: ServerProcess) -> Replica:
+def replica(router: Router, server: ServerProcess) -> Replica:
     return next(r for r in router.pool.replicas if r.url == server.url)
 
 

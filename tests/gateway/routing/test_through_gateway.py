@@ -141,3 +141,17 @@ def test_a_replica_that_is_down_costs_no_request(tmp_path: Path) -> None:
     finally:
         gateway.stop()
         up.stop()
+
+
+def test_admins_see_each_replicas_health_and_adapters(
+    lora_gateway: Gateway, replicas: list[ServerProcess], tmp_path: Path
+) -> None:
+    adapter, client = tenant_with_adapter(lora_gateway, tmp_path)
+    client.completions.create(model="my-model", prompt="hi", max_tokens=2)
+    listed = lora_gateway.admin("GET", "/replicas")
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert sorted(item["url"] for item in items) == sorted(s.url for s in replicas)
+    assert all(item["healthy"] and item["adapter_slots"] == 2 for item in items)
+    assert [adapter in item["adapters"] for item in items].count(True) == 1
+    assert httpx.get(lora_gateway.url + "/admin/v1/replicas").status_code == 401

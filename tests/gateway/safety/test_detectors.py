@@ -42,6 +42,7 @@ def test_iban_checksum_and_country_length() -> None:
     [
         (pii.EMAIL, "write to alice.smith@example.com today", ["alice.smith@example.com"]),
         (pii.EMAIL, "(foo_bar+tag@mail.example.co.uk).", ["foo_bar+tag@mail.example.co.uk"]),
+        (pii.EMAIL, "a@b.co, .x@y.org", ["a@b.co", "x@y.org"]),
         (pii.PHONE, "call +1 (415) 555-2671 today", ["+1 (415) 555-2671"]),
         (pii.PHONE, "office: 415-555-2671", ["415-555-2671"]),
         (pii.PHONE, "(415) 555 2671", ["(415) 555 2671"]),
@@ -59,6 +60,7 @@ def test_iban_checksum_and_country_length() -> None:
         (pii.US_SSN, "ssn 123 45 6789", ["123 45 6789"]),
         (pii.IP_ADDRESS, "host 192.168.1.10.", ["192.168.1.10"]),
         (pii.IP_ADDRESS, "v6 2001:db8::1 and ::ffff:10.0.0.1", ["2001:db8::1", "::ffff:10.0.0.1"]),
+        (pii.IP_ADDRESS, "proxy 192.168.0.1:8080, fe80::1%eth0", ["192.168.0.1", "fe80::1"]),
         (
             credentials.SECRET,
             "key sk-proj-abcdefghijklmnopqrstuvwx",
@@ -119,6 +121,7 @@ def test_finds(detector: Detector, text: str, expected: list[str]) -> None:
         (pii.US_SSN, "dates 2024-01-15, parts 123-45-67890"),
         (pii.IP_ADDRESS, "time 10:30:00, std::vector, v1.2.3.4, OID 1.3.6.1.4.1, 999.1.1.1"),
         (pii.IP_ADDRESS, "MAC 00:1A:2B:3C:4D:5E and a::b"),
+        (pii.IP_ADDRESS, "bind 0.0.0.0:8080, call 127.0.0.1 or ::1"),
         (credentials.SECRET, "risk-assessment-for-the-next-quarter-2024 and task-force"),
         (
             credentials.SECRET,

@@ -1,0 +1,254 @@
+"""Fair queuing under overload: does one noisy tenant raise the others' time to first token?
+
+    .venv/bin/python -m bench.fairness              # about 2 minutes; writes bench/results/
+
+A real stand-in process (`vllm-server standin`) answers streamed completions after a fixed
+time to first token and inter-token gap, with 1 to `--max-tokens` tokens (drawn per request:
+varied lengths, as real answers have, keep slots from all freeing in lockstep). The stand-in
+itself has no capacity limit, so the
+budget `--budget` plays vLLM's batch (`--max-num-seqs`): at most that many requests are at
+the stand-in at once, and the rest wait. Three runs share one arrival schedule per tenant
+(Poisson, seeded, open loop: a slow answer does not slow the arrivals):
+
+- no noise: the three quiet tenants alone;
+- noise, first come first served: plus one tenant sending `--noise-factor` times the
+  traffic of each quiet one, everyone in one queue, as vLLM's own waiting queue serves them;
+- noise, fair queue: the same traffic through the gateway's FairQueue, one queue per tenant.
+
+TTFT is timed from each request's scheduled arrival (queueing included) to its first
+streamed event; requests arriving in the first `--warmup` seconds are not counted, so the
+noisy runs are measured once the overload has built up. Requests still waiting after
+`--queue-timeout` are refused (429) and counted apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+
+from gateway.errors import GatewayError
+from gateway.isolation.fair_queue import FairQueue
+from tests.fixtures.processes import free_port, running_server
+
+QUIET = ("quiet-1", "quiet-2", "quiet-3")
+NOISY = "noisy"
+FIFO_LANE = "everyone"
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass(frozen=True)
+class Load:
+    budget: int
+    ttft_ms: float
+    itl_ms: float
+    max_tokens: int
+    quiet_rps: float
+    noise_factor: float
+    duration_s: float
+    warmup_s: float
+    queue_timeout_s: float
+    seed: int
+
+    @property
+    def service_s(self) -> float:
+        """How long a request holds its slot, on average."""
+        mean_tokens = (1 + self.max_tokens) / 2
+        return (self.ttft_ms + (mean_tokens - 1) * self.itl_ms) / 1000
+
+    @property
+    def capacity_rps(self) -> float:
+        return self.budget / self.service_s
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tenant: str
+    arrival_s: float  # since the run started
+    ttft_s: float | None  # None: refused after waiting past the queue timeout
+
+
+def arrivals(load: Load, tenants: list[str]) -> list[tuple[float, str, int]]:
+    """(offset, tenant, tokens) per request; a tenant's requests are the same in every run."""
+    schedule = []
+    for index, tenant in enumerate([*QUIET, NOISY]):
+        if tenant not in tenants:
+            continue
+        rate = load.quiet_rps * (load.noise_factor if tenant == NOISY else 1)
+        dice = random.Random(load.seed * 100 + index)
+        offset = dice.expovariate(rate)
+        while offset < load.duration_s:
+            schedule.append((offset, tenant, dice.randint(1, load.max_tokens)))
+            offset += dice.expovariate(rate)
+    return sorted(schedule)
+
+
+async def one_request(
+    session: aiohttp.ClientSession,
+    url: str,
+    queue: FairQueue,
+    lane: str,
+    tenant: str,
+    arrival: float,
+    started: float,
+    max_tokens: int,
+) -> Outcome:
+    loop = asyncio.get_running_loop()
+    body = {
+        "model": "base",
+        "prompt": "def main():",
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    ttft = None
+    try:
+        async with queue.slot(lane), session.post(url, json=body) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                if ttft is None and line.startswith(b"data:"):
+                    ttft = loop.time() - arrival
+    except GatewayError:
+        pass
+    return Outcome(tenant, arrival - started, ttft)
+
+
+async def run(url: str, load: Load, tenants: list[str], fair: bool) -> list[Outcome]:
+    loop = asyncio.get_running_loop()
+    queue = FairQueue(load.budget, load.queue_timeout_s)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = loop.time() + 0.2
+        tasks = []
+        for offset, tenant, tokens in arrivals(load, tenants):
+            arrival = started + offset
+            delay = arrival - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            lane = tenant if fair else FIFO_LANE
+            request = one_request(session, url, queue, lane, tenant, arrival, started, tokens)
+            tasks.append(asyncio.create_task(request))
+        return list(await asyncio.gather(*tasks))
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile: the smallest value with `share` of all at or below it."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * share // 1))
+    return ordered[int(rank) - 1]
+
+
+def summarize(outcomes: list[Outcome], load: Load) -> dict[str, float | int]:
+    counted = [o for o in outcomes if o.arrival_s >= load.warmup_s]
+    quiet = [o for o in counted if o.tenant in QUIET]
+    quiet_ttft = [o.ttft_s for o in quiet if o.ttft_s is not None]
+    noisy = [o for o in counted if o.tenant == NOISY]
+    measured_s = load.duration_s - load.warmup_s
+    return {
+        "quiet_requests": len(quiet),
+        "quiet_ttft_p50_ms": round(percentile(quiet_ttft, 0.50) * 1000, 1),
+        "quiet_ttft_p99_ms": round(percentile(quiet_ttft, 0.99) * 1000, 1),
+        "quiet_refused": len(quiet) - len(quiet_ttft),
+        "noisy_requests": len(noisy),
+        "noisy_served_rps": round(sum(o.ttft_s is not None for o in noisy) / measured_s, 1),
+        "noisy_refused": sum(o.ttft_s is None for o in noisy),
+    }
+
+
+def markdown(load: Load, runs: dict[str, dict[str, float | int]], command: str) -> str:
+    baseline = runs["no noise"]["quiet_ttft_p99_ms"]
+    offered = load.quiet_rps * (len(QUIET) + load.noise_factor)
+    lines = [
+        "# Fair queuing under overload",
+        "",
+        f"Re-run: `{command}`",
+        "",
+        f"Stand-in: TTFT {load.ttft_ms:g} ms, then 1 to {load.max_tokens} tokens (uniform) "
+        f"{load.itl_ms:g} ms apart (a request holds its slot {load.service_s * 1000:.0f} ms on "
+        f"average); budget {load.budget} in "
+        f"flight, so capacity {load.capacity_rps:.0f} req/s. Quiet tenants: {len(QUIET)} x "
+        f"{load.quiet_rps:g} req/s; noisy tenant: {load.noise_factor:g}x that, "
+        f"{load.quiet_rps * load.noise_factor:g} req/s; offered with noise {offered:g} req/s "
+        f"({offered / load.capacity_rps:.2f}x capacity). {load.duration_s:g} s of Poisson "
+        f"arrivals per run, the first {load.warmup_s:g} s not counted; queue timeout "
+        f"{load.queue_timeout_s:g} s.",
+        "",
+        "| run | quiet TTFT p50 (ms) | quiet TTFT p99 (ms) | p99 vs no noise | quiet refused "
+        "| noisy served (req/s) | noisy refused |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in runs.items():
+        change = (row["quiet_ttft_p99_ms"] / baseline - 1) * 100
+        lines.append(
+            f"| {name} | {row['quiet_ttft_p50_ms']} | {row['quiet_ttft_p99_ms']} | "
+            f"{change:+.0f}% | {row['quiet_refused']} of {row['quiet_requests']} | "
+            f"{row['noisy_served_rps']} | {row['noisy_refused']} of {row['noisy_requests']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=int, default=64, help="requests in flight at once")
+    parser.add_argument("--ttft-ms", type=float, default=500.0)
+    parser.add_argument("--itl-ms", type=float, default=20.0)
+    parser.add_argument("--max-tokens", type=int, default=24, help="tokens: 1 to this")
+    parser.add_argument("--quiet-rps", type=float, default=9.0, help="per quiet tenant")
+    parser.add_argument("--noise-factor", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds not counted")
+    parser.add_argument("--queue-timeout", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS / "fairness")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    load = Load(
+        args.budget,
+        args.ttft_ms,
+        args.itl_ms,
+        args.max_tokens,
+        args.quiet_rps,
+        args.noise_factor,
+        args.duration,
+        args.warmup,
+        args.queue_timeout,
+        args.seed,
+    )
+    port = free_port()
+    argv = [sys.executable, "-m", "vllm_server.cli", "standin", "--port", str(port)]
+    argv += ["--ttft-ms", str(load.ttft_ms), "--itl-ms", str(load.itl_ms)]
+    log_path = Path(tempfile.gettempdir()) / f"fairness-standin-{port}.log"
+    plans = {
+        "no noise": (list(QUIET), False),
+        "noise, first come first served": ([*QUIET, NOISY], False),
+        "noise, fair queue": ([*QUIET, NOISY], True),
+    }
+    runs = {}
+    with running_server(argv, port, log_path) as standin:
+        url = f"{standin.url}/v1/completions"
+        for name, (tenants, fair) in plans.items():
+            outcomes = asyncio.run(run(url, load, tenants, fair))
+            runs[name] = summarize(outcomes, load)
+            print(name, runs[name], flush=True)
+    command = "python -m bench.fairness " + " ".join(sys.argv[1:])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"load": asdict(load), "runs": runs}, indent=2) + "\n"
+    )
+    args.out.with_suffix(".md").write_text(markdown(load, runs, command.strip()))
+    print(markdown(load, runs, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Weighted fair sharing of vLLM's capacity between tenants, only while it is full.
+
+vLLM serves its waiting queue first come, first served (or by priority), so one tenant that
+sends ten times the traffic of the others fills that queue and everyone waits behind it. The
+gateway instead keeps at most `max_in_flight` requests at vLLM and holds the rest in one
+queue per tenant. When a slot frees, it goes to the waiting tenant with the fewest requests
+in flight per unit of weight: a tenant using less than its share of the budget is served
+next, and a busy tenant still gets every slot no one else wants (nothing is left idle).
+Sharing in-flight slots rather than request counts is deliberate: a slot held for a long
+generation is what vLLM's batch actually spends. Between tenants holding equal shares (with
+a small budget, often all of them at zero), start-time fair queuing decides: each tenant's
+virtual clock advances by 1/weight per request it starts, and the lowest clock goes first;
+a tenant back from idle starts at the current virtual time, so idleness banks no credit.
+
+Below the budget, entering a slot is a few comparisons and additions: no lock, no future,
+no timer. A request that waits longer than `queue_timeout_s` is refused with 429 (with
+Retry-After) or 503, as configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import TracebackType
+
+from gateway.errors import GatewayError
+from gateway.observability import metrics
+from gateway.settings import FairQueueSettings
+
+
+class FairQueue:
+    def __init__(
+        self,
+        max_in_flight: int,
+        queue_timeout_s: float,
+        on_timeout: int = 429,
+        retry_after_s: int = 1,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._max = max_in_flight
+        self._timeout_s = queue_timeout_s
+        self._on_timeout = on_timeout
+        self._retry_after_s = retry_after_s
+        self._in_flight = 0
+        self._virtual_now = 0.0  # the virtual start time of the latest request let in
+        self._lanes: dict[str, TenantLane] = {}
+        # Lanes with waiters, in the order they started waiting (ties go to the earliest).
+        self._backlogged: dict[str, TenantLane] = {}
+
+    @classmethod
+    def from_settings(cls, settings: FairQueueSettings) -> FairQueue:
+        return cls(
+            settings.max_in_flight,
+            settings.queue_timeout_s,
+            settings.on_timeout,
+            settings.retry_after_s,
+        )
+
+    def slot(self, tenant: str, weight: float = 1.0) -> TenantLane:
+        """`async with queue.slot(tenant, weight):` around the upstream call and relay.
+
+        `tenant` is the fairness key and the metrics label: pass the tenant's (unique) name.
+        """
+        lane = self._lanes.get(tenant)
+        if lane is None:
+            lane = self._lanes[tenant] = TenantLane(self, tenant, weight)
+        elif lane.weight != weight:
+            lane.reweigh(weight)  # a changed tier applies from the next request on
+        return lane
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def queued(self, tenant: str | None = None) -> int:
+        """Requests waiting for a slot: one tenant's, or everyone's."""
+        if tenant is not None:
+            lane = self._lanes.get(tenant)
+            return len(lane.waiters) if lane else 0
+        return sum(len(lane.waiters) for lane in self._backlogged.values())
+
+    def _enter_at_once(self, lane: TenantLane) -> bool:
+        # A free slot is taken at once only if nobody waits: a waiter owns the next one.
+        if self._in_flight < self._max and not self._backlogged:
+            self._in_flight += 1
+            self._admit(lane)
+            return True
+        return False
+
+    def _admit(self, lane: TenantLane) -> None:
+        lane.in_flight += 1
+        start = lane.virtual if lane.virtual > self._virtual_now else self._virtual_now
+        self._virtual_now = start
+        lane.virtual = start + lane.step
+
+    def _next_lane(self, lane: TenantLane) -> tuple[float, float]:
+        return lane.in_flight / lane.weight, max(lane.virtual, self._virtual_now)
+
+    async def _wait(self, lane: TenantLane) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        if not lane.waiters:
+            self._backlogged[lane.tenant] = lane
+        lane.waiters.append(waiter)
+        timer = loop.call_later(self._timeout_s, self._expire, lane, waiter)
+        started = loop.time()
+        metrics.fair_queue_entered(lane.tenant)
+        try:
+            granted = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._release(lane)  # the slot came just as the client went away
+            else:
+                self._forget(lane, waiter)
+            raise
+        finally:
+            timer.cancel()
+            expired = waiter.done() and not waiter.cancelled() and not waiter.result()
+            metrics.fair_queue_left(lane.tenant, loop.time() - started, expired)
+        if not granted:
+            raise self._timeout_error()
+
+    def _expire(self, lane: TenantLane, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            self._forget(lane, waiter)
+            waiter.set_result(False)
+
+    def _forget(self, lane: TenantLane, waiter: asyncio.Future[bool]) -> None:
+        """Take a waiter out of its lane, unless a release already skipped past it."""
+        try:
+            lane.waiters.remove(waiter)
+        except ValueError:
+            return
+        if not lane.waiters:
+            del self._backlogged[lane.tenant]
+
+    def _release(self, lane: TenantLane) -> None:
+        """Hand the freed slot straight to the next waiter, or give it back to the budget."""
+        lane.in_flight -= 1
+        while self._backlogged:
+            chosen = min(self._backlogged.values(), key=self._next_lane)
+            waiter = chosen.waiters.popleft()
+            if not chosen.waiters:
+                del self._backlogged[chosen.tenant]
+            if waiter.done():  # cancelled; its task has not run its cleanup yet
+                continue
+            self._admit(chosen)
+            waiter.set_result(True)
+            return
+        self._in_flight -= 1
+
+    def _timeout_error(self) -> GatewayError:
+        waited = f"{self._timeout_s:g}"
+        headers = {"retry-after": str(self._retry_after_s)}
+        if self._on_timeout == 503:
+            return GatewayError(
+                503,
+                f"The model server is at capacity: the request waited {waited} s for a slot. "
+                "Please try again shortly.",
+                "server_error",
+                None,
+                "queue_timeout",
+                headers,
+            )
+        return GatewayError(
+            429,
+            f"Too many requests in flight: the request waited {waited} s for a slot. "
+            "Please try again shortly.",
+            "requests",
+            None,
+            "queue_timeout",
+            headers,
+        )
+
+
+class TenantLane:
+    """One tenant's place in the queue; the async context manager that `slot` returns.
+
+    Shared by all of the tenant's requests (it holds no per-request state), so entering a
+    slot allocates nothing on the fast path.
+    """
+
+    __slots__ = ("_queue", "in_flight", "step", "tenant", "virtual", "waiters", "weight")
+
+    def __init__(self, queue: FairQueue, tenant: str, weight: float) -> None:
+        self._queue = queue
+        self.tenant = tenant
+        self.in_flight = 0
+        self.virtual = 0.0  # virtual time at which the tenant's next request may start
+        self.waiters: deque[asyncio.Future[bool]] = deque()
+        self.reweigh(weight)
+
+    def reweigh(self, weight: float) -> None:
+        if weight <= 0:
+            raise ValueError("a tenant's weight must be positive")
+        self.weight = weight
+        self.step = 1.0 / weight
+
+    async def __aenter__(self) -> None:
+        if not self._queue._enter_at_once(self):
+            await self._queue._wait(self)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._queue._release(self)

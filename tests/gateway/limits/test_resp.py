@@ -1,0 +1,61 @@
+"""The limiter's pipelined Redis connection, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from gateway.limits.resp import IncompleteReply, PipelinedRedis, RedisReplyError, parse_reply
+from tests.gateway.limits.conftest import RedisServer
+
+
+async def test_concurrent_calls_each_get_their_own_reply(own_redis: RedisServer) -> None:
+    connection = PipelinedRedis(own_redis.url, 2.0, 2.0)
+    replies = await asyncio.gather(*(connection.call("ECHO", f"n{i}") for i in range(300)))
+    assert replies == [f"n{i}".encode() for i in range(300)]
+    assert await connection.call("EVAL", "return {1, {2, 'x'}, -3}", 0) == [1, [2, b"x"], -3]
+    await connection.close()
+
+
+async def test_errors_are_raised_and_the_connection_stays_usable(own_redis: RedisServer) -> None:
+    connection = PipelinedRedis(own_redis.url, 2.0, 2.0)
+    with pytest.raises(RedisReplyError) as caught:
+        await connection.call("EVALSHA", "0" * 40, 0)
+    assert caught.value.is_noscript
+    assert await connection.call("PING") == b"PONG"
+    await connection.close()
+
+
+async def test_a_caller_that_gave_up_does_not_shift_the_replies(own_redis: RedisServer) -> None:
+    connection = PipelinedRedis(own_redis.url, 2.0, 2.0)
+    await connection.call("PING")
+    with redis.Redis.from_url(own_redis.url) as client:
+        client.execute_command("CLIENT", "PAUSE", 300, "ALL")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await connection.call("ECHO", "late")
+    assert await connection.call("ECHO", "mine") == b"mine"
+    await connection.close()
+
+
+async def test_reconnects_after_redis_restarts(own_redis: RedisServer) -> None:
+    connection = PipelinedRedis(own_redis.url, 2.0, 2.0)
+    assert await connection.call("PING") == b"PONG"
+    own_redis.stop()
+    with pytest.raises(ConnectionError):
+        await connection.call("PING")
+    own_redis.start()
+    assert await connection.call("PING") == b"PONG"
+    await connection.close()
+
+
+def test_replies_cut_anywhere_wait_for_the_rest() -> None:
+    whole = b"*3\r\n:1\r\n$5\r\nhello\r\n*1\r\n-ERR no\r\n"
+    value, end = parse_reply(whole, 0)
+    assert value[:2] == [1, b"hello"] and isinstance(value[2][0], RedisReplyError)
+    assert end == len(whole)
+    for cut in range(1, len(whole)):
+        with pytest.raises(IncompleteReply):
+            parse_reply(whole[:cut], 0)
