@@ -21,6 +21,7 @@ from gateway.asgi import ClientDisconnected, Receive, Scope, Send, send_response
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.health import Readiness, healthz
+from gateway.isolation.upstream_fields import TenantIsolation
 from gateway.limits import open_limiter
 from gateway.models_api import MODELS_PREFIX, ModelsApi
 from gateway.observability import access_log, metrics
@@ -56,13 +57,12 @@ class GatewayApp:
             store_settings.redis_timeout_s,
         )
         secret = settings.auth.key_hash_secret
-        hasher = KeyHasher(
-            server_secret(
-                secret.get_secret_value() if secret else None,
-                store_settings.redis_url,
-                store_settings.sqlite_path,
-            )
+        key_hash_secret = server_secret(
+            secret.get_secret_value() if secret else None,
+            store_settings.redis_url,
+            store_settings.sqlite_path,
         )
+        hasher = KeyHasher(key_hash_secret)
         self.authenticator = KeyAuthenticator(self.store, hasher, settings.auth.key_cache_ttl_s)
         guard = self.authenticator if settings.auth.enabled else None
         self.limiter = open_limiter(settings.limits, store_settings)
@@ -72,7 +72,10 @@ class GatewayApp:
         self.router = router = Router(
             replica_urls, settings.routing, self.registry, settings.upstream.api_key
         )
-        pipeline = InferencePipeline(settings, guard, self.limiter, self.transport, router)
+        isolation = TenantIsolation.from_settings(settings.isolation, key_hash_secret)
+        pipeline = InferencePipeline(
+            settings, guard, isolation, self.limiter, self.transport, router
+        )
         models = ModelsApi(guard, self.transport, router)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", endpoint.path): partial(pipeline, endpoint) for endpoint in Endpoint

@@ -1,15 +1,20 @@
 """The inference hot path, one stage per line (`InferencePipeline.__call__`).
 
-authenticate -> read and parse the body -> tenant policy (model) -> rate-limit reservation ->
-route (replica + adapter) -> upstream call -> relay (stream or whole, usage captured) -> settle.
+authenticate -> read and parse the body -> tenant policy (model) -> tenant isolation (cache
+salt, priority) -> rate-limit reservation -> fair share of the upstream -> route (replica +
+adapter) -> upstream call -> relay (stream or whole, usage captured) -> settle.
 Metrics, the access log and the usage ledger see every request at the app's error boundary
 (gateway/app.py), rejected ones included.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager, nullcontext
+
 from gateway.asgi import Receive, Scope, Send, header, read_body
 from gateway.context import RequestContext
+from gateway.isolation.fair_queue import FairQueue
+from gateway.isolation.upstream_fields import TenantIsolation, strip_client_fields
 from gateway.limits import (
     Limiter,
     Reservation,
@@ -34,11 +39,15 @@ class InferencePipeline:
         self,
         settings: Settings,
         authenticator: KeyAuthenticator | None,
+        isolation: TenantIsolation,
         limiter: Limiter,
         transport: UpstreamTransport,
         router: Router,
     ) -> None:
         self._authenticator = authenticator
+        self._isolation = isolation
+        fair_queue = settings.isolation.fair_queue
+        self._fair_queue = FairQueue.from_settings(fair_queue) if fair_queue.enabled else None
         self._limiter = limiter
         self._transport = transport
         self._router = router
@@ -54,11 +63,27 @@ class InferencePipeline:
         ctx.stream, ctx.client_wants_usage = request.stream, request.client_wants_usage
         access_log.log_prompt(ctx, request.raw)
         target = self._resolve_model(ctx, principal, request)
+        self._isolate(request, principal)
         reservation = await self._reserve(ctx, principal, request)
         try:
-            await self._proxy(ctx, endpoint, request, target, receive, send)
+            async with self._fair_share(ctx, principal):
+                await self._proxy(ctx, endpoint, request, target, receive, send)
         finally:
             self._settle(ctx, request, reservation)
+
+    def _isolate(self, request: InferenceRequest, principal: Principal | None) -> None:
+        """vLLM's cache_salt and priority come from the tenant, never from the client."""
+        request.changed = strip_client_fields(request.body)
+        if principal is not None and request.endpoint is not Endpoint.EMBEDDINGS:
+            request.body.update(self._isolation.body_fields(principal))
+            request.changed = True
+
+    def _fair_share(
+        self, ctx: RequestContext, principal: Principal | None
+    ) -> AbstractAsyncContextManager[object]:
+        if self._fair_queue is None:
+            return nullcontext()
+        return self._fair_queue.slot(ctx.tenant_name or "", self._isolation.weight(principal))
 
     async def _proxy(
         self,

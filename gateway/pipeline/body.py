@@ -36,6 +36,7 @@ class InferenceRequest:
     model: str | None
     stream: bool
     client_wants_usage: bool
+    changed: bool = False  # a stage rewrote `body`: send it re-serialised, not `raw`
 
 
 _JSON_TYPE_NAMES = {
@@ -88,7 +89,7 @@ def upstream_body(request: InferenceRequest, upstream_model: str | None) -> byte
     Streams always ask for usage, so the gateway learns what every stream cost.
     """
     rename = upstream_model is not None and upstream_model != request.model
-    if not (rename or request.stream):
+    if not (rename or request.stream or request.changed):
         return request.raw
     if rename:
         request.body["model"] = upstream_model

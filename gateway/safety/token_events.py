@@ -1,10 +1,11 @@
 """vLLM's token chunks recognised and rewritten as raw SSE bytes, without a JSON parse.
 
 Nearly every event of a stream is a token chunk: one choice, a piece of text, no finish
-reason, nothing after the choices (no usage). Scanning its text needs only that text, and
-rewriting it needs only its JSON string literal replaced; the rest of the event, and every
-event whose text does not change, stays the very same bytes. Consecutive token chunks of one
-choice form a `TokenRun`, which the output guard scans as one text.
+reason, nothing after the choices (no usage); null fields may follow the finish reason (vLLM
+0.32 adds `stop_reason`, `token_ids`, `prompt_token_ids`). Scanning its text needs only that
+text, and rewriting it needs only its JSON string literal replaced; the rest of the event,
+and every event whose text does not change, stays the very same bytes. Consecutive token
+chunks of one choice form a `TokenRun`, which the output guard scans as one text.
 
 The pattern follows vLLM's own field order (the stand-in's too); an event that does not match
 exactly (logprobs, tool calls, several choices, another server's order) is simply parsed.
@@ -27,7 +28,7 @@ _TOKEN_CHOICES = re.compile(
     rb'"choices":\[\{"index":([0-9]+),'
     rb'(?:"delta":\{"content":' + _STRING + rb"\}|"
     rb'"text":' + _STRING + rb")"
-    rb'(?:,"logprobs":null)?,"finish_reason":null(?:,"stop_reason":null)?\}\]\}\n\n'
+    rb'(?:,"logprobs":null)?,"finish_reason":null(?:,"[a-z_]+":null)*\}\]\}\n\n'
 )
 
 

@@ -6,7 +6,9 @@ adapter, the same streams, vLLM's own errors, and a disconnect must abort the ge
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -158,3 +160,30 @@ def test_client_disconnect_aborts_the_generation(
     time.sleep(1.0)  # had the request gone on, tokens would keep being counted
     assert metric_value(real_vllm.url, "vllm:generation_tokens_total") - generated < 100
     assert metric_value(real_vllm.url, "vllm:request_success_total") == finished
+
+
+def test_tenants_do_not_share_the_prefix_cache_through_the_gateway(
+    real_vllm: RealVllm, vllm_gateway: Gateway
+) -> None:
+    """The gateway salts every request with its tenant and drops a client's own salt: the
+    same long prompt hits the cache for the tenant that sent it, never for another one."""
+    _, other_key = vllm_gateway.new_tenant(
+        f"other-{uuid.uuid4().hex[:8]}", {"base": {"base_model": "base"}}
+    )
+    prompt = " ".join(random.Random(uuid.uuid4().int).choices(["alpha", "bravo", "delta"], k=150))
+
+    def send(key: str) -> float:
+        response = httpx.post(
+            vllm_gateway.url + "/v1/completions",
+            json={"model": "base", "prompt": prompt, "max_tokens": 2, "cache_salt": "shared"},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        return metric_value(real_vllm.url, "vllm:prefix_cache_hits_total")
+
+    first = send(vllm_gateway.api_key)
+    again = send(vllm_gateway.api_key)
+    other_tenant = send(other_key)
+    assert again > first
+    assert other_tenant == again
