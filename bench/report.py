@@ -100,11 +100,11 @@ def _markdown(
     ]
     rows = {name: _plain_row(results, name) for name in results.latency}
     for name, row in rows.items():
-        lines.append(_table_line(PATH_LABELS[name], [_number(value) for value in row]))
+        lines.append(_table_line(PATH_LABELS[name], [number(value) for value in row]))
     for other in ("litellm", "direct"):
         # The last column counts failures: a ratio of those says nothing.
         ratios = [
-            _ratio(ours, theirs) for ours, theirs in zip(rows["gateway"], rows[other], strict=True)
+            ratio(ours, theirs) for ours, theirs in zip(rows["gateway"], rows[other], strict=True)
         ]
         lines.append(_table_line(f"gateway / {PATH_LABELS[other]}", [*ratios[:-1], "-"]))
     lines += [
@@ -136,7 +136,7 @@ def _markdown(
             ]
             lines.append(
                 f"| {phase.label} | {PATH_LABELS[name]} | "
-                + " | ".join(_number(cell) for cell in cells)
+                + " | ".join(number(cell) for cell in cells)
                 + " |"
             )
     lines += [
@@ -189,7 +189,7 @@ def _table_line(label: str, cells: list[str]) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def _number(value: float | None) -> str:
+def number(value: float | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, int) or abs(value) >= 100:
@@ -197,7 +197,7 @@ def _number(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def _ratio(ours: float | None, theirs: float | None) -> str:
+def ratio(ours: float | None, theirs: float | None) -> str:
     if ours is None or not theirs:
         return "-"
     return f"{ours / theirs:.3g}x"

@@ -31,6 +31,7 @@ from gateway.pipeline.body import Endpoint
 from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST
 from gateway.replicas.discovery import configured_urls
 from gateway.routing import Router
+from gateway.safety.engine import SafetyEngine
 from gateway.settings import Settings, load_settings
 from gateway.tenancy.auth import KeyAuthenticator
 from gateway.tenancy.open_store import open_store
@@ -73,8 +74,12 @@ class GatewayApp:
             replica_urls, settings.routing, self.registry, settings.upstream.api_key
         )
         isolation = TenantIsolation.from_settings(settings.isolation, key_hash_secret)
+        self.safety = SafetyEngine.from_settings(settings, self.store)
+        self.safety.events.subscribe(
+            lambda event: metrics.safety_action(event.rule, event.direction, event.action)
+        )
         pipeline = InferencePipeline(
-            settings, guard, isolation, self.limiter, self.transport, router
+            settings, guard, isolation, self.safety, self.limiter, self.transport, router
         )
         models = ModelsApi(guard, self.transport, router)
         self._routes: dict[tuple[str, str], Handler] = {
@@ -92,6 +97,7 @@ class GatewayApp:
         attach_usage(self._admin, self.ledger)
         self._admin.state.adapters = self.registry
         self._admin.state.router = router
+        self._admin.state.safety_policies = self.safety.policies
         access_log.configure(settings.observability)
         self._background: list[asyncio.Task[None]] = []
 
@@ -158,9 +164,11 @@ class GatewayApp:
                 await self.transport.start()
                 await self.limiter.start()
                 await self.router.start()
+                await self.safety.start()
                 self._background = [
                     asyncio.create_task(self.authenticator.run_background()),
                     asyncio.create_task(self.ledger.run()),
+                    asyncio.create_task(self.safety.run_background()),
                 ]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -179,6 +187,7 @@ class GatewayApp:
         await self.limiter.close()
         await self.router.close()
         await self.registry.close()
+        await self.safety.close()
         await self.store.close()
         await self.transport.close()
 

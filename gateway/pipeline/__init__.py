@@ -1,10 +1,10 @@
 """The inference hot path, one stage per line (`InferencePipeline.__call__`).
 
-authenticate -> read and parse the body -> tenant policy (model) -> tenant isolation (cache
-salt, priority) -> rate-limit reservation -> fair share of the upstream -> route (replica +
-adapter) -> upstream call -> relay (stream or whole, usage captured) -> settle.
-Metrics, the access log and the usage ledger see every request at the app's error boundary
-(gateway/app.py), rejected ones included.
+authenticate -> read and parse the body -> tenant policy (model) -> tenant isolation
+(cache salt, priority) -> input safety -> rate-limit reservation -> fair share of the
+upstream -> route (replica + adapter) -> upstream call -> relay (stream or whole; output
+safety, usage) -> settle. Metrics, the access log and the usage ledger see every request at
+the app's error boundary (gateway/app.py), rejected ones included.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request, ups
 from gateway.pipeline.relay import estimated_usage, relay_stream, relay_whole
 from gateway.pipeline.tenant_policy import resolve_model
 from gateway.routing import ModelTarget, Router
+from gateway.safety.engine import SafetyEngine
+from gateway.safety.output_guard import OutputGuard
 from gateway.settings import Settings
 from gateway.tenancy.auth import KeyAuthenticator, Principal
 from gateway.upstream.transport import UpstreamTransport
@@ -40,12 +42,14 @@ class InferencePipeline:
         settings: Settings,
         authenticator: KeyAuthenticator | None,
         isolation: TenantIsolation,
+        safety: SafetyEngine,
         limiter: Limiter,
         transport: UpstreamTransport,
         router: Router,
     ) -> None:
         self._authenticator = authenticator
         self._isolation = isolation
+        self._safety = safety
         fair_queue = settings.isolation.fair_queue
         self._fair_queue = FairQueue.from_settings(fair_queue) if fair_queue.enabled else None
         self._limiter = limiter
@@ -64,10 +68,11 @@ class InferencePipeline:
         access_log.log_prompt(ctx, request.raw)
         target = self._resolve_model(ctx, principal, request)
         self._isolate(request, principal)
+        guard = await self._check_input(request, principal)
         reservation = await self._reserve(ctx, principal, request)
         try:
             async with self._fair_share(ctx, principal):
-                await self._proxy(ctx, endpoint, request, target, receive, send)
+                await self._proxy(ctx, endpoint, request, target, guard, receive, send)
         finally:
             self._settle(ctx, request, reservation)
 
@@ -77,6 +82,17 @@ class InferencePipeline:
         if principal is not None and request.endpoint is not Endpoint.EMBEDDINGS:
             request.body.update(self._isolation.body_fields(principal))
             request.changed = True
+
+    async def _check_input(
+        self, request: InferenceRequest, principal: Principal | None
+    ) -> OutputGuard | None:
+        """The tenant's safety policy on the prompt (block, redact, mask); its output guard."""
+        policy = self._safety.for_request(principal)
+        if policy is None:
+            return None
+        if await policy.check_input(request):
+            request.changed = True
+        return policy.output_guard()
 
     def _fair_share(
         self, ctx: RequestContext, principal: Principal | None
@@ -91,10 +107,11 @@ class InferencePipeline:
         endpoint: Endpoint,
         request: InferenceRequest,
         target: ModelTarget | None,
+        guard: OutputGuard | None,
         receive: Receive,
         send: Send,
     ) -> None:
-        """Route to a replica (its adapter loaded), call it, relay the answer."""
+        """Route to a replica (its adapter loaded), call it, relay the answer (output safety)."""
         body = upstream_body(request, target.upstream_name if target else None)
         lease = await self._router.acquire(target)
         ctx.replica = lease.url
@@ -109,9 +126,9 @@ class InferencePipeline:
                 metrics.upstream_started(lease.url)
             rename = target.response_rename() if target else None
             if ctx.stream and response.status == 200:
-                await relay_stream(ctx, response, rename, receive, send)
+                await relay_stream(ctx, response, rename, guard, receive, send)
             else:
-                await relay_whole(ctx, self._transport, response, rename, send)
+                await relay_whole(ctx, self._transport, response, rename, guard, send)
         finally:
             lease.release()
             metrics.upstream_finished(lease.url, error=ctx.status == 0 or ctx.status >= 500)

@@ -17,6 +17,7 @@ import orjson
 from gateway.asgi import Receive, Send, send_response
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, upstream_bad_gateway, upstream_timeout
+from gateway.safety.output_guard import OutputGuard
 from gateway.upstream.transport import UpstreamTransport, as_openai_error
 
 _EVENT_END = b"\n\n"
@@ -34,6 +35,7 @@ async def relay_whole(
     transport: UpstreamTransport,
     response: aiohttp.ClientResponse,
     rename: tuple[bytes, bytes] | None,
+    guard: OutputGuard | None,
     send: Send,
 ) -> None:
     """Forward a non-streamed answer (or an upstream error) with the upstream's status."""
@@ -48,6 +50,8 @@ async def relay_whole(
     else:
         if rename is not None:
             body = body.replace(*rename)
+        if guard is not None:
+            body = guard.process_whole(body)
         if b'"usage"' in body:
             ctx.usage = orjson.loads(body).get("usage")
     ctx.status = response.status
@@ -59,6 +63,7 @@ async def relay_stream(
     ctx: RequestContext,
     response: aiohttp.ClientResponse,
     rename: tuple[bytes, bytes] | None,
+    guard: OutputGuard | None,
     receive: Receive,
     send: Send,
 ) -> None:
@@ -89,11 +94,17 @@ async def relay_stream(
                 events = _take_usage(ctx, events)
                 if not events:
                     continue
+            blocked = False
+            if guard is not None:
+                events, blocked = guard.process_events(events)
             await send({"type": "http.response.body", "body": events, "more_body": True})
             if ctx.first_event_at is None:
                 ctx.first_event_at = time.perf_counter()
             ctx.streamed_events += events.count(b"data: ")
             last_sent = events
+            if blocked:  # the guard ended the stream: stop vLLM's generation now
+                response.close()
+                break
     except TimeoutError:
         failure = upstream_timeout("the stream stalled")
     except aiohttp.ClientError as exc:

@@ -1,0 +1,429 @@
+"""Full-pipeline benchmark: the gateway with everything on and everything off, against the
+upstream direct and LiteLLM's proxy, in one run on this machine.
+
+    .venv/bin/python -m bench.full            # about six minutes
+    .venv/bin/python -m bench.full --quick    # smoke run
+
+Paths, all running at once: `direct` (stand-in A), `gateway-full` (bench/full_pipeline.py:
+key auth, Redis store and limits, safety policy, the tenant's model routed to a LoRA adapter
+over stand-ins A and B, metrics, access log), `gateway-off` (auth, metrics and access log
+off, in front of A) and `litellm` (master key, in front of A). Same chat bodies everywhere
+(model "base", `ignore_eos`). Phases, each path in turn, each measured run after a warm-up:
+latency at c=1 (median, p99, added over direct); requests/s at c=16 and c=64 with the CPU
+seconds each path's own process tree spends per 1,000 requests; streams with 32 and 128 open
+at once, relay capacity (stand-ins not pausing) for chunks/s and paced (`--paced-delay-ms`
+between tokens) for TTFT; RSS of each path's process tree at the end.
+
+Writes bench/results/full.md, full.json and full.png; prints PASS/FAIL per target and exits 1
+when one is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+from matplotlib.figure import Figure
+
+from bench import full_pipeline, goals, litellm_peer, loadgen, machine, streams
+from bench.full_pipeline import FullPipeline
+from bench.goals import Goal
+from bench.loadgen import plain_load
+from bench.measures import PlainResult, StreamResult, tree_cpu_seconds
+from bench.phases import BenchSettings
+from bench.report import number, ratio
+from bench.rss import tree_rss_kib
+from bench.servers import MODEL, Target, set_token_delay
+from tests.fixtures.processes import free_port, running_server
+
+RESULTS_DIR = Path(__file__).with_name("results")
+LABELS = {
+    "direct": "upstream direct",
+    "gateway-full": "gateway, all on",
+    "gateway-off": "gateway, all off",
+    "litellm": "LiteLLM proxy",
+}
+_COLORS = {"direct": "#7f7f7f", "gateway-full": "#2ca02c", "gateway-off": "#98df8a"}
+PLAIN_CONCURRENCY = (16, 64)
+STREAM_COUNTS = (32, 128)
+
+
+@dataclass
+class FullResults:
+    """Everything measured, by path name; streams by (phase label, open streams)."""
+
+    latency: dict[str, PlainResult] = field(default_factory=dict)
+    rps: dict[int, dict[str, PlainResult]] = field(default_factory=dict)
+    cpu_s: dict[int, dict[str, float]] = field(default_factory=dict)
+    streams: dict[str, dict[int, dict[str, StreamResult]]] = field(default_factory=dict)
+    rss_kib: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def added_ms(self, path: str, stat: str) -> float:
+        return getattr(self.latency[path], stat) - getattr(self.latency["direct"], stat)
+
+    def cpu_per_1k(self, concurrency: int, path: str) -> float:
+        done = self.rps[concurrency][path].requests
+        return self.cpu_s[concurrency][path] / done * 1000 if done else math.nan
+
+    def failures(self, path: str) -> int:
+        plain = [self.latency[path], *(by_path[path] for by_path in self.rps.values())]
+        streamed = [
+            by_path[path] for by_count in self.streams.values() for by_path in by_count.values()
+        ]
+        return sum(r.errors for r in plain) + sum(r.incomplete for r in streamed)
+
+
+def run_phases(
+    paths: dict[str, Target], upstreams: list[str], settings: BenchSettings, seconds: int
+) -> FullResults:
+    results = FullResults()
+    results.rss_kib["start"] = {name: tree_rss_kib(t.pid) for name, t in paths.items()}
+    plain = settings.plain_body()
+    for target in paths.values():
+        _announce("latency at c=1", target)
+        plain_load(target, plain, 1, settings.warmup_seconds)
+        results.latency[target.name] = plain_load(target, plain, 1, seconds)
+    for concurrency in PLAIN_CONCURRENCY:
+        results.rps[concurrency], results.cpu_s[concurrency] = {}, {}
+        for target in paths.values():
+            _announce(f"requests/s at c={concurrency}", target)
+            plain_load(target, plain, concurrency, settings.warmup_seconds)
+            before = tree_cpu_seconds(target.pid)
+            results.rps[concurrency][target.name] = plain_load(target, plain, concurrency, seconds)
+            results.cpu_s[concurrency][target.name] = tree_cpu_seconds(target.pid) - before
+    body = settings.stream_body()
+    for label, delay_ms in (("relay", 0.0), ("paced", settings.paced_token_delay_ms)):
+        for upstream in upstreams:
+            set_token_delay(upstream, delay_ms)
+        results.streams[label] = {}
+        for count in STREAM_COUNTS:
+            results.streams[label][count] = {}
+            for target in paths.values():
+                _announce(f"{count} streams, {label}", target)
+                streams.run(target, body, count, settings.warmup_seconds)
+                results.streams[label][count][target.name] = streams.run(
+                    target, body, count, seconds
+                )
+    for upstream in upstreams:
+        set_token_delay(upstream, 0)
+    results.rss_kib["end"] = {name: tree_rss_kib(t.pid) for name, t in paths.items()}
+    return results
+
+
+def evaluate(results: FullResults) -> list[Goal]:
+    ours, peer = "gateway-full", "litellm"
+    added, peer_added = results.added_ms(ours, "median_ms"), results.added_ms(peer, "median_ms")
+    rps, peer_rps = results.rps[16][ours].rps, results.rps[16][peer].rps
+    verdicts = [
+        Goal(
+            "all on: added median latency at c=1 <= 1/15 of LiteLLM's",
+            f"{added:.3f} ms vs {peer_added:.3f} ms "
+            f"(limit {peer_added * goals.ADDED_LATENCY_FRACTION:.3f} ms)",
+            added <= peer_added * goals.ADDED_LATENCY_FRACTION,
+        ),
+        Goal(
+            "all on: requests/s at c=16 >= 20x LiteLLM's",
+            f"{rps:,.0f} vs {peer_rps:,.0f} ({ratio(rps, peer_rps)})",
+            rps >= peer_rps * goals.THROUGHPUT_FACTOR,
+        ),
+    ]
+    for count in STREAM_COUNTS:
+        chunks = results.streams["relay"][count][ours].chunks_per_s
+        peer_chunks = results.streams["relay"][count][peer].chunks_per_s
+        verdicts.append(
+            Goal(
+                f"all on: stream chunks/s, {count} streams relay capacity, >= 15x LiteLLM's",
+                f"{chunks:,.0f} vs {peer_chunks:,.0f} ({ratio(chunks, peer_chunks)})",
+                chunks >= peer_chunks * goals.STREAM_CHUNKS_FACTOR,
+            )
+        )
+    for name in ("gateway-full", "gateway-off"):
+        failed = results.failures(name)
+        verdicts.append(
+            Goal(
+                f"{name}: no failed requests or incomplete streams", f"{failed} failed", failed == 0
+            )
+        )
+    return verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    seconds = 2 if args.quick else 5
+    settings = BenchSettings(
+        latency_seconds=seconds,
+        throughput_seconds=seconds,
+        warmup_seconds=1,
+        throughput_concurrency=16,
+        plain_tokens=16,
+        streams=32,
+        stream_tokens=64,
+        stream_seconds=seconds,
+        paced_token_delay_ms=args.paced_delay_ms,
+        rss_requests=0,
+        rss_samples=0,
+    )
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    context: dict[str, object] = {
+        "command": shlex.join([".venv/bin/python", "-m", "bench.full", *argv]),
+        "machine": machine.describe(),
+        "versions": machine.versions(litellm_peer.ensure_installed(), loadgen.client_name()),
+        "settings": {"measured_seconds": seconds, **vars(settings)},
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="bench-full-"))
+    print(f"{time.strftime('%H:%M:%S')}  starting the paths; logs in {workdir}", flush=True)
+    try:
+        with ExitStack() as stack:
+            first = full_pipeline.standin(workdir, "standin-a", settings.plain_tokens, stack)
+            second = full_pipeline.standin(workdir, "standin-b", settings.plain_tokens, stack)
+            full = stack.enter_context(full_pipeline.running_full(workdir, first.url, second.url))
+            paths = {
+                "direct": Target("direct", first.url, None, first.process.pid),
+                "gateway-full": full.target,
+                "gateway-off": full_pipeline.start_off(workdir, first.url, stack),
+                "litellm": _litellm(workdir, first.url, stack),
+            }
+            _check_answers(paths, settings.plain_body())
+            results = run_phases(paths, [first.url, second.url], settings, seconds)
+    except BaseException:
+        print(f"benchmark aborted; logs kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir)
+    context["pipeline"] = _pipeline_facts(full)
+    verdicts = evaluate(results)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "full.json").write_text(
+        json.dumps(_raw(results, verdicts, context), indent=2) + "\n"
+    )
+    _plot(results, args.out_dir / "full.png")
+    (args.out_dir / "full.md").write_text(_markdown(results, verdicts, context))
+    print("\n".join(verdict.line() for verdict in verdicts))
+    return 0 if all(verdict.passed for verdict in verdicts) else 1
+
+
+def _litellm(workdir: Path, upstream: str, stack: ExitStack) -> Target:
+    port = free_port()
+    config = litellm_peer.write_config(workdir, upstream, MODEL)
+    peer = stack.enter_context(
+        running_server(
+            litellm_peer.argv(config, port),
+            port,
+            workdir / "litellm.log",
+            ready_path=litellm_peer.READY_PATH,
+            env=litellm_peer.ENV,
+            timeout=180.0,
+        )
+    )
+    return Target("litellm", peer.url, f"Bearer {litellm_peer.MASTER_KEY}", peer.process.pid)
+
+
+def _check_answers(paths: dict[str, Target], body: bytes) -> None:
+    """A path answering 401 fast would look like a fast path: fail before measuring."""
+    for target in paths.values():
+        reply = httpx.post(target.chat_url, content=body, headers=target.headers(), timeout=30)
+        if reply.status_code != 200 or not reply.json().get("choices"):
+            raise RuntimeError(f"{target.name} answered {reply.status_code}: {reply.text[:500]}")
+
+
+def _pipeline_facts(full: FullPipeline) -> dict[str, object]:
+    return {
+        "redis": full_pipeline.REDIS_URL,
+        "redis_prefix": full.redis_prefix,
+        "limits": full_pipeline.GENEROUS_LIMITS,
+        "adapter": full_pipeline.ADAPTER,
+        "replicas": 2,
+        "safety_policy": full_pipeline.SAFETY_POLICY,
+        "safety_admin_reply": full.safety_admin_reply,
+        "safety_enforced": full.safety_enforced,
+    }
+
+
+def _raw(results: FullResults, verdicts: list[Goal], context: dict[str, object]) -> dict:
+    paths = {}
+    for name in results.latency:
+        paths[name] = {
+            "latency_c1": asdict(results.latency[name]),
+            "added_ms": None
+            if name == "direct"
+            else {
+                "median": results.added_ms(name, "median_ms"),
+                "p99": results.added_ms(name, "p99_ms"),
+            },
+            **{
+                f"plain_c{c}": {
+                    **asdict(results.rps[c][name]),
+                    "rps": results.rps[c][name].rps,
+                    "cpu_s": results.cpu_s[c][name],
+                    "cpu_s_per_1k_requests": results.cpu_per_1k(c, name),
+                }
+                for c in PLAIN_CONCURRENCY
+            },
+            **{
+                f"streams_{label}_{count}": {
+                    **asdict(by_path[name]),
+                    "chunks_per_s": by_path[name].chunks_per_s,
+                }
+                for label, by_count in results.streams.items()
+                for count, by_path in by_count.items()
+            },
+            "rss_kib": {when: by_path[name] for when, by_path in results.rss_kib.items()},
+        }
+    return {**context, "paths": paths, "goals": [asdict(v) for v in verdicts]}
+
+
+def _markdown(results: FullResults, verdicts: list[Goal], context: dict) -> str:
+    m, s, p = context["machine"], context["settings"], context["pipeline"]
+    safety = full_pipeline.safety_status(p["safety_enforced"], p["safety_admin_reply"])
+    names = list(results.latency)
+    lines = [
+        "# Full-pipeline benchmark: gateway all on / all off vs direct vs LiteLLM",
+        "",
+        f"- Date: {m['date']}",
+        f"- Command: `{context['command']}`",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}, Python {m['python']}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in context["versions"].items()),
+        f"- Each measured run: {s['measured_seconds']} s after a {s['warmup_seconds']} s warm-up; "
+        f"plain answers {s['plain_tokens']} tokens, streams {s['stream_tokens']} tokens "
+        "(`ignore_eos`).",
+        "- Gateway all on: key auth (Redis store), Redis limits per tenant (generous, never "
+        f"hit), the tenant's model routed to LoRA adapter `{p['adapter']}` over 2 stand-in "
+        "replicas (both preload it), Prometheus metrics, access log. Safety policy (one input "
+        f"rule, one output rule): {safety}.",
+        "- Gateway all off: `auth.enabled=false`, metrics and access log off, one upstream.",
+        "- Direct, all-off and LiteLLM use stand-in A; all-on spreads over A and B, so at high "
+        "concurrency it has twice the upstream processes (CPU s per 1k counts each proxy's own "
+        "process tree only).",
+        "",
+        "## Plain requests",
+        "",
+        "| path | c=1 median ms | c=1 p99 ms | added median ms | added p99 ms | req/s c=16 "
+        "| req/s c=64 | CPU s/1k req c=16 | CPU s/1k req c=64 | RSS end MiB | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        direct = name == "direct"
+        cells = [
+            results.latency[name].median_ms,
+            results.latency[name].p99_ms,
+            None if direct else results.added_ms(name, "median_ms"),
+            None if direct else results.added_ms(name, "p99_ms"),
+            results.rps[16][name].rps,
+            results.rps[64][name].rps,
+            results.cpu_per_1k(16, name),
+            results.cpu_per_1k(64, name),
+            results.rss_kib["end"][name] / 1024,
+            results.failures(name),
+        ]
+        lines.append(f"| {LABELS[name]} | " + " | ".join(number(c) for c in cells) + " |")
+    lines += [
+        "",
+        f"## Streams ({s['stream_tokens']} tokens each)",
+        "",
+        "Relay capacity: stand-ins do not pause between tokens (chunks/s = how fast a path "
+        f"relays). Paced: stand-ins pause {s['paced_token_delay_ms']:g} ms between tokens, "
+        "about a GPU under load; TTFT is judged there.",
+        "",
+        "| phase | streams | path | chunks/s | median TTFT ms | p99 TTFT ms | added median TTFT ms "
+        "| median ITL ms | p99 ITL ms | incomplete |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, by_count in results.streams.items():
+        for count, by_path in by_count.items():
+            for name, r in by_path.items():
+                added = (
+                    None
+                    if name == "direct"
+                    else r.ttft_median_ms - by_path["direct"].ttft_median_ms
+                )
+                cells = [
+                    r.chunks_per_s,
+                    r.ttft_median_ms,
+                    r.ttft_p99_ms,
+                    added,
+                    r.itl_median_ms,
+                    r.itl_p99_ms,
+                    r.incomplete,
+                ]
+                lines.append(
+                    f"| {label} | {count} | {LABELS[name]} | "
+                    + " | ".join(number(c) for c in cells)
+                    + " |"
+                )
+    lines += [
+        "",
+        "## Targets (all-on gateway against LiteLLM, same run)",
+        "",
+        *(f"- {v.line()}" for v in verdicts),
+        "",
+        "![latency, throughput, CPU, RSS and streaming per path](full.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plot(results: FullResults, path: Path) -> None:
+    names = list(results.latency)
+    panels = [
+        ("added median latency at c=1 (ms)", [results.added_ms(n, "median_ms") for n in names]),
+        ("added p99 latency at c=1 (ms)", [results.added_ms(n, "p99_ms") for n in names]),
+        ("requests/s at c=16", [results.rps[16][n].rps for n in names]),
+        ("requests/s at c=64", [results.rps[64][n].rps for n in names]),
+        ("CPU s per 1k requests at c=16", [results.cpu_per_1k(16, n) for n in names]),
+        ("RSS at end (MiB)", [results.rss_kib["end"][n] / 1024 for n in names]),
+    ]
+    for count in STREAM_COUNTS:
+        relay, paced = results.streams["relay"][count], results.streams["paced"][count]
+        panels.append((f"chunks/s, {count} streams, relay", [relay[n].chunks_per_s for n in names]))
+        panels.append(
+            (f"median TTFT ms, {count} streams, paced", [paced[n].ttft_median_ms for n in names])
+        )
+    figure = Figure(figsize=(18, 11), layout="constrained")
+    for axis, (title, values) in zip(figure.subplots(3, 4).flat, panels, strict=True):
+        bars = axis.bar(
+            [LABELS[n] for n in names], values, color=[_COLORS.get(n, "#d62728") for n in names]
+        )
+        axis.bar_label(bars, fmt=lambda v: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
+        axis.set_title(title)
+        axis.tick_params(axis="x", labelsize=7)
+    figure.savefig(path, dpi=100)
+
+
+def _announce(phase: str, target: Target) -> None:
+    print(f"  {time.strftime('%H:%M:%S')}  {phase}: {target.name}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.full", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="2 s measured runs: a smoke run")
+    parser.add_argument(
+        "--paced-delay-ms",
+        type=float,
+        default=5.0,
+        help="stand-in pause between tokens, paced phase",
+    )
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
+    return parser
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
