@@ -13,6 +13,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -69,18 +70,13 @@ def log_request(ctx: RequestContext, seconds: float) -> None:
     )
 
 
-def log_prompt(ctx: RequestContext, body: bytes) -> None:
-    """Debug only (`log_prompts`): the request's prompt fields, joined by request id."""
+def log_prompt(ctx: RequestContext, body: dict[str, Any]) -> None:
+    """Debug only (`log_prompts`): the prompt fields as sent upstream (after the safety policy
+    masked or redacted them), joined by request id."""
     if not _config.log_prompts:
         return
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return
-    if not isinstance(request, dict):
-        return
     entry = {"ts": _timestamp(), "event": "prompt", "request_id": ctx.request_id}
-    entry.update((name, request[name]) for name in _PROMPT_FIELDS if name in request)
+    entry.update((name, body[name]) for name in _PROMPT_FIELDS if name in body)
     _write(entry)
 
 

@@ -65,10 +65,10 @@ class InferencePipeline:
         principal = await self._authenticate(ctx, scope)
         request = parse_request(endpoint, await read_body(receive, self._max_body_bytes))
         ctx.stream, ctx.client_wants_usage = request.stream, request.client_wants_usage
-        access_log.log_prompt(ctx, request.raw)
         target = self._resolve_model(ctx, principal, request)
         self._isolate(request, principal)
         guard = await self._check_input(request, principal)
+        access_log.log_prompt(ctx, request.body)
         reservation = await self._reserve(ctx, principal, request)
         try:
             async with self._fair_share(ctx, principal):
@@ -92,6 +92,8 @@ class InferencePipeline:
             return None
         if await policy.check_input(request):
             request.changed = True
+        if request.endpoint is Endpoint.EMBEDDINGS:  # vectors: no text to guard
+            return None
         return policy.output_guard()
 
     def _fair_share(

@@ -30,6 +30,7 @@ from gateway.tenancy.store import Store
 logger = logging.getLogger("gateway.safety")
 
 KEY_METADATA_FIELD = "safety_policy"
+REFRESH_S = 30.0
 
 
 def missing_policy(name: str) -> GatewayError:
@@ -57,7 +58,8 @@ class SafetyEngine:
         self._upstream_url = upstream_url
         self._upstream_api_key = upstream_api_key
         self._sessions = GuardSessions()
-        self._compiled = self._compile(dict(settings.policies))
+        self._specs = dict(settings.policies)
+        self._compiled = self._compile(self._specs)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> SafetyEngine:
@@ -78,13 +80,19 @@ class SafetyEngine:
         return sorted(self._compiled)
 
     async def start(self) -> None:
-        """Load the stored policies; raises if the store cannot be read."""
-        self._compiled = self._compile(await self._specs())
+        """Load the stored policies. A store that is away does not stop the gateway: until
+        a later reload reaches it, requests under a stored policy fail closed (500)."""
+        await self.reload()
 
     async def reload(self) -> None:
-        """Reload after a change; a failure keeps the policies in force and is logged."""
+        """Load the policies again, and compile them if they changed; a failure keeps the
+        policies in force and is logged."""
         try:
-            self._compiled = self._compile(await self._specs())
+            specs = dict(self._settings.policies)
+            specs.update((p.name, p.spec) for p in await self._policies.load_all())
+            if specs != self._specs:
+                self._compiled = self._compile(specs)
+                self._specs = specs
         except Exception:
             logger.exception("could not reload the safety policies; keeping the previous ones")
 
@@ -107,23 +115,26 @@ class SafetyEngine:
             return None
         return PolicyRuntime(policy, tenant_id, key_id, self.events)
 
-    async def run_background(self) -> None:
-        """Follow policy changes and write audit entries until cancelled."""
+    async def run_background(self, refresh_s: float = REFRESH_S) -> None:
+        """Follow policy changes and write audit entries until cancelled. Changes are
+        announced on the tenancy store's invalidation channel; a reload every `refresh_s`
+        also catches one announced while the channel was down."""
         await asyncio.gather(
             self._audit_store.listen_invalidations(self.reload),
             self.events.write_audit(self._audit_store),
+            self._refresh(refresh_s),
         )
+
+    async def _refresh(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.reload()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.events.flush_audit(self._audit_store)
         await self._sessions.close()
         await self._policies.close()
-
-    async def _specs(self) -> dict[str, PolicySpec]:
-        specs = dict(self._settings.policies)
-        specs.update((policy.name, policy.spec) for policy in await self._policies.load_all())
-        return specs
 
     def _compile(self, specs: dict[str, PolicySpec]) -> dict[str, CompiledPolicy]:
         return {name: CompiledPolicy(name, spec, self._guard(spec)) for name, spec in specs.items()}

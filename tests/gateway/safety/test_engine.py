@@ -21,6 +21,7 @@ from gateway.safety.policy_store import PolicyStore, RedisPolicyStore, SqlitePol
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import ApiKey, Tenant
 from gateway.tenancy.sqlite_store import SqliteStore
+from tests.fixtures.processes import free_port
 from tests.fixtures.redis import delete_prefixed_keys
 
 CARDS = PolicySpec.model_validate({"rules": [{"name": "cards", "detector": "payment_card"}]})
@@ -135,6 +136,38 @@ async def test_stored_policies_replace_configured_ones_and_reload_on_invalidatio
         assert [
             rule.name for rule in engine.for_request(principal("pii")).policy.output_rules.rules
         ] == ["cards"]
+    finally:
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
+        await engine.close()
+
+
+async def test_an_unreachable_store_does_not_stop_the_gateway(tenancy: SqliteStore) -> None:
+    unreachable = RedisPolicyStore(f"redis://127.0.0.1:{free_port()}", "test:", timeout_s=0.2)
+    engine = SafetyEngine(SafetySettings(policies={"cards": CARDS}), unreachable, tenancy)
+    await engine.start()
+    assert engine.for_request(principal("cards")) is not None
+    with pytest.raises(GatewayError) as caught:
+        engine.for_request(principal("stored-only"))
+    assert caught.value.status == 500
+    await engine.close()
+
+
+async def test_a_periodic_reload_catches_a_change_nobody_announced(
+    tenancy: SqliteStore, tmp_path: Path
+) -> None:
+    policies = SqlitePolicyStore(tmp_path / "gateway.db")
+    engine = SafetyEngine(SafetySettings(), policies, tenancy)
+    await engine.start()
+    background = asyncio.create_task(engine.run_background(refresh_s=0.05))
+    try:
+        await policies.put("late", MAILS)  # no publish_invalidation
+        for _ in range(100):
+            if "late" in engine.policy_names:
+                break
+            await asyncio.sleep(0.02)
+        assert engine.for_request(principal("late")) is not None
     finally:
         background.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,8 +1,5 @@
 """Safety end to end through a real gateway in front of the echo upstream (which answers with
 the caller's own message, streamed in 3-character pieces), with real clients.
-
-These need the safety stage wired into the pipeline: until then they fail, each saying which
-behaviour is missing.
 """
 
 from __future__ import annotations
