@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out_dir / "full.json").write_text(
         json.dumps(_raw(results, verdicts, context), indent=2) + "\n"
     )
-    _plot(results, args.out_dir / "full.png")
     (args.out_dir / "full.md").write_text(_markdown(results, verdicts, context))
+    _plot(results, args.out_dir / "full.png")
     print("\n".join(verdict.line() for verdict in verdicts))
     return 0 if all(verdict.passed for verdict in verdicts) else 1
 
@@ -383,7 +383,12 @@ def _plot(results: FullResults, path: Path) -> None:
         ("requests/s at c=16", [results.rps[16][n].rps for n in names]),
         ("requests/s at c=64", [results.rps[64][n].rps for n in names]),
         ("CPU s per 1k requests at c=16", [results.cpu_per_1k(16, n) for n in names]),
+        ("CPU s per 1k requests at c=64", [results.cpu_per_1k(64, n) for n in names]),
         ("RSS at end (MiB)", [results.rss_kib["end"][n] / 1024 for n in names]),
+        (
+            f"p99 TTFT ms, {STREAM_COUNTS[-1]} streams, paced",
+            [results.streams["paced"][STREAM_COUNTS[-1]][n].ttft_p99_ms for n in names],
+        ),
     ]
     for count in STREAM_COUNTS:
         relay, paced = results.streams["relay"][count], results.streams["paced"][count]

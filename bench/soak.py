@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     shutil.rmtree(workdir)
 
-    rss_growth, fd_growth = growth_pct(samples, "rss_kib"), growth_pct(samples, "open_fds")
+    under_load = samples[:-1]  # the last sample is taken after the load stopped
+    rss_growth, fd_growth = growth_pct(under_load, "rss_kib"), growth_pct(under_load, "open_fds")
     verdicts = [
         (
             f"RSS growth after warm-up < {GROWTH_LIMIT_PCT:g}%",
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     context = {
         "command": shlex.join([".venv/bin/python", "-m", "bench.soak", *argv]),
         "machine": machine.describe(),
-        "settings": vars(args) | {"sample_every_s": SAMPLE_EVERY_S, "warmup_s": WARMUP_S},
+        "settings": {**vars(args), "out_dir": str(args.out_dir)}
+        | {"sample_every_s": SAMPLE_EVERY_S, "warmup_s": WARMUP_S},
         "pipeline": {
             "safety_admin_reply": full.safety_admin_reply,
             "safety_enforced": full.safety_enforced,
