@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.models import AdapterRecord
+from gateway.observability import metrics
 from gateway.replicas.control import Answer, ReplicaClient, ReplicaUnreachable
 from gateway.replicas.replica import Replica
 from gateway.settings import RoutingSettings
@@ -114,12 +115,14 @@ class AdapterLoader:
                 replica.adapters[record.name] = record.path
                 replica.adapters.move_to_end(record.name)
                 replica.changed_at = time.monotonic()
+                metrics.adapter_operation(replica.url, "load", ok=True)
                 return
             if not failure.transient or attempt == self._settings.load_attempts:
                 break
             await asyncio.sleep(delay)
             delay *= 2
         self.stats.load_failures += 1
+        metrics.adapter_operation(replica.url, "load", ok=False)
         logger.warning(
             "loading adapter %s from %s on %s failed: %s",
             record.name,
@@ -167,8 +170,10 @@ class AdapterLoader:
         try:
             answer = await self._client.unload_adapter(replica.url, name)
         except ReplicaUnreachable as error:
+            metrics.adapter_operation(replica.url, "unload", ok=False)
             logger.info("unloading adapter %s from %s: %s", name, replica.url, error)
             return
+        metrics.adapter_operation(replica.url, "unload", ok=answer.status in (200, 404))
         if answer.status not in (200, 404):  # 404: gone already
             logger.warning(
                 "unloading adapter %s from %s: %s", name, replica.url, answer.error_message()

@@ -5,7 +5,7 @@ The pipeline's side is narrow::
     reservation = await limiter.reserve(principal, estimate_tokens(request, default_max))
     ctx.extra_headers.extend(reservation.headers)       # x-ratelimit-* on the response
     ...                                                   # the upstream call and relay
-    limiter.settle(reservation, tokens_used(...))        # always, also after failures
+    limiter.settle(reservation, tokens_used(ctx.usage))   # always, also after failures
 
 `reserve` raises GatewayError 429 (``rate_limit_exceeded`` or ``insufficient_quota``) when a
 limit refuses the request, or 503 when Redis is in trouble and the policy is fail-closed.
@@ -18,7 +18,13 @@ from __future__ import annotations
 import itertools
 import secrets
 
-from gateway.limits.estimate import MAX_TOKENS, estimate_prompt_tokens, estimate_tokens, tokens_used
+from gateway.limits.estimate import (
+    MAX_TOKENS,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    estimated_usage,
+    tokens_used,
+)
 from gateway.limits.headers import limit_error
 from gateway.limits.local_limiter import LocalLimiter
 from gateway.limits.periods import Calendar
@@ -37,6 +43,7 @@ __all__ = [
     "Reservation",
     "estimate_prompt_tokens",
     "estimate_tokens",
+    "estimated_usage",
     "open_limiter",
     "tokens_used",
 ]

@@ -57,18 +57,26 @@ def estimate_tokens(request: InferenceRequest, default_max_tokens: int) -> int:
     return min(prompt + max(0, completion) * max(1, choices), MAX_TOKENS)
 
 
-def tokens_used(usage: dict[str, Any] | None, prompt_estimate: int, streamed_events: int) -> int:
-    """What to settle: the upstream's usage, or, when a stream broke off before its usage
-    arrived, the prompt estimate plus one token per relayed event (vLLM streams about one
-    token per event; the role and end events make this a slight overcount)."""
-    if usage:
-        total = usage.get("total_tokens")
-        if not isinstance(total, int):
-            total = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-        return min(max(0, total), MAX_TOKENS)
-    if streamed_events == 0:
+def estimated_usage(prompt_estimate: int, streamed_events: int) -> dict[str, int]:
+    """Usage of a stream cut before vLLM's usage chunk (client gone, upstream broke): the
+    prompt estimate and one token per relayed event (vLLM streams about one token per event;
+    the role and end events make this a slight overcount), so what was generated is charged."""
+    return {
+        "prompt_tokens": prompt_estimate,
+        "completion_tokens": streamed_events,
+        "total_tokens": prompt_estimate + streamed_events,
+    }
+
+
+def tokens_used(usage: dict[str, Any] | None) -> int:
+    """What to settle: the request's usage (vLLM's, or `estimated_usage` for a cut stream);
+    none at all means nothing was generated."""
+    if not usage:
         return 0
-    return min(prompt_estimate + streamed_events, MAX_TOKENS)
+    total = usage.get("total_tokens")
+    if not isinstance(total, int):
+        total = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+    return min(max(0, total), MAX_TOKENS)
 
 
 def _text_chars(content: Any) -> int:

@@ -176,8 +176,12 @@ def redis_fail_open(component: str) -> None:
     REDIS_FAIL_OPEN.labels(_names(component)).inc()
 
 
+_KEY_CACHE_HIT = KEY_CACHE_LOOKUPS.labels("hit")  # bound once: called on every request
+_KEY_CACHE_MISS = KEY_CACHE_LOOKUPS.labels("miss")
+
+
 def key_cache_lookup(hit: bool) -> None:
-    KEY_CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
+    (_KEY_CACHE_HIT if hit else _KEY_CACHE_MISS).inc()
 
 
 def fair_queue_entered(tenant: str) -> None:

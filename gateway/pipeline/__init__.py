@@ -20,11 +20,12 @@ from gateway.limits import (
     Reservation,
     estimate_prompt_tokens,
     estimate_tokens,
+    estimated_usage,
     tokens_used,
 )
 from gateway.observability import access_log, metrics
 from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request, upstream_body
-from gateway.pipeline.relay import estimated_usage, relay_stream, relay_whole
+from gateway.pipeline.relay import relay_stream, relay_whole
 from gateway.pipeline.tenant_policy import resolve_model
 from gateway.routing import ModelTarget, Router
 from gateway.safety.engine import SafetyEngine
@@ -149,11 +150,10 @@ class InferencePipeline:
         self, ctx: RequestContext, request: InferenceRequest, reservation: Reservation | None
     ) -> None:
         """Charge what the request really used: vLLM's usage, or what a cut stream relayed."""
-        prompt = estimate_prompt_tokens(request)
         if ctx.usage is None and ctx.streamed_events:
-            ctx.usage = estimated_usage(prompt, ctx.streamed_events)
+            ctx.usage = estimated_usage(estimate_prompt_tokens(request), ctx.streamed_events)
         if reservation is not None:
-            self._limiter.settle(reservation, tokens_used(ctx.usage, prompt, 0))
+            self._limiter.settle(reservation, tokens_used(ctx.usage))
 
     async def _authenticate(self, ctx: RequestContext, scope: Scope) -> Principal | None:
         if self._authenticator is None:

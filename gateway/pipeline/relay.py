@@ -145,13 +145,3 @@ def _take_usage(ctx: RequestContext, events: bytes) -> bytes:
                     continue
         kept.append(event + _EVENT_END)
     return b"".join(kept)
-
-
-def estimated_usage(prompt_estimate: int, streamed_events: int) -> dict[str, int]:
-    """Usage of a stream cut before vLLM's usage chunk (client gone, upstream broke): the
-    prompt estimate and one token per relayed event, so what was generated is still charged."""
-    return {
-        "prompt_tokens": prompt_estimate,
-        "completion_tokens": streamed_events,
-        "total_tokens": prompt_estimate + streamed_events,
-    }

@@ -8,6 +8,7 @@ from gateway.limits.estimate import (
     MAX_TOKENS,
     estimate_prompt_tokens,
     estimate_tokens,
+    estimated_usage,
     tokens_used,
 )
 from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request
@@ -52,9 +53,10 @@ def test_absurd_max_tokens_stays_a_small_integer() -> None:
 
 def test_settled_count_prefers_the_upstream_usage() -> None:
     usage = {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}
-    assert tokens_used(usage, 99, 99) == 42
-    assert tokens_used({"prompt_tokens": 12, "completion_tokens": 30}, 99, 99) == 42
+    assert tokens_used(usage) == 42
+    assert tokens_used({"prompt_tokens": 12, "completion_tokens": 30}) == 42
     # a stream cut before its usage chunk: the prompt estimate plus one token per event
-    assert tokens_used(None, 20, 7) == 27
+    assert tokens_used(estimated_usage(20, 7)) == 27
+    assert estimated_usage(20, 7)["completion_tokens"] == 7
     # nothing came back: nothing was generated
-    assert tokens_used(None, 20, 0) == 0
+    assert tokens_used(None) == 0

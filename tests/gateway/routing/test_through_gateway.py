@@ -72,6 +72,12 @@ def tenant_with_adapter(gateway: Gateway, adapter_dir: Path) -> tuple[str, opena
     return adapter, client
 
 
+def adapter_loads(gateway: Gateway, outcome: str) -> float:
+    return metric_value(
+        gateway.url, "vllm_gateway_adapter_operations_total", operation="load", outcome=outcome
+    )
+
+
 def requests_served(server: ServerProcess) -> float:
     return metric_value(server.url, "vllm:request_success_total")
 
@@ -81,6 +87,7 @@ def test_a_runtime_adapter_is_loaded_on_first_use_and_stays_there(
 ) -> None:
     adapter, client = tenant_with_adapter(lora_gateway, tmp_path)
     before = [requests_served(s) for s in replicas]
+    loads_before = adapter_loads(lora_gateway, "ok")
     for _ in range(4):
         answer = client.completions.create(model="my-model", prompt="hi", max_tokens=4)
         assert answer.model == "my-model"
@@ -93,6 +100,7 @@ def test_a_runtime_adapter_is_loaded_on_first_use_and_stays_there(
     served = [requests_served(s) - b for s, b in zip(replicas, before, strict=True)]
     assert served[replicas.index(holders[0])] == 5
     assert sum(served) == 5
+    assert adapter_loads(lora_gateway, "ok") - loads_before == 1  # the gateway's own metric
 
 
 def test_a_tenant_cannot_reach_another_tenants_adapter(
@@ -113,7 +121,11 @@ def test_an_adapter_vllm_cannot_load_is_a_clear_openai_error(
     _, client = tenant_with_adapter(lora_gateway, tmp_path / "missing")
     with pytest.raises(openai.APIStatusError) as caught:
         client.completions.create(model="my-model", prompt="hi", max_tokens=2)
-    assert caught.value.status_code == 502
+    failed_before = adapter_loads(lora_gateway, "error")
+    with pytest.raises(openai.APIStatusError) as again:
+        client.completions.create(model="my-model", prompt="hi", max_tokens=2)
+    assert again.value.status_code == caught.value.status_code == 502
+    assert adapter_loads(lora_gateway, "error") == failed_before + 1
     assert caught.value.body["code"] == "adapter_load_failed"
     assert "`my-model`" in caught.value.body["message"]
 
