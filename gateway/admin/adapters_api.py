@@ -28,7 +28,6 @@ from gateway.admin.schemas import ErrorResponse, ModelName, Patch, RequestBody, 
 from gateway.errors import GatewayError
 from gateway.routing import Router
 from gateway.tenancy.models import AuditEntry
-from gateway.tenancy.secrets import new_id
 from gateway.tenancy.store import Conflict, Store
 
 if TYPE_CHECKING:
@@ -117,10 +116,9 @@ class AdapterAdmin:
     admin_key_id: str
 
     async def record(self, action: str, name: str, change: dict[str, Any]) -> None:
-        entry = AuditEntry(
-            new_id("audit"), time.time(), self.admin_key_id, action, "adapter", name, change
+        await self.store.append_audit(
+            AuditEntry.now(self.admin_key_id, action, "adapter", name, change)
         )
-        await self.store.append_audit(entry)
 
     async def adapter(self, name: str) -> AdapterRecord:
         record = await self.registry.get(name)

@@ -73,10 +73,9 @@ class Admin:
     ) -> None:
         """Append the audit entry, then (for auth-relevant changes) drop every key cache."""
         target_type = "tenant" if isinstance(target, Tenant) else "key"
-        entry = AuditEntry(
-            new_id("audit"), time.time(), self.admin_key_id, action, target_type, target.id, change
+        await self.store.append_audit(
+            AuditEntry.now(self.admin_key_id, action, target_type, target.id, change)
         )
-        await self.store.append_audit(entry)
         if invalidate:
             await self.store.publish_invalidation()
 

@@ -13,7 +13,6 @@ include it without an import cycle.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,7 +26,6 @@ from gateway.errors import GatewayError
 from gateway.safety.policy import NO_POLICY, PolicySpec
 from gateway.safety.policy_store import PolicyStore, SqlitePolicyStore, StoredPolicy
 from gateway.tenancy.models import AuditEntry
-from gateway.tenancy.secrets import new_id
 from gateway.tenancy.sqlite_store import SqliteStore
 from gateway.tenancy.store import Store
 
@@ -73,10 +71,9 @@ class PolicyAdmin:
 
     async def record(self, action: str, name: str, change: dict[str, Any]) -> None:
         """Audit the change, then tell every gateway instance to reload its policies."""
-        entry = AuditEntry(
-            new_id("audit"), time.time(), self.admin_key_id, action, "safety_policy", name, change
+        await self.store.append_audit(
+            AuditEntry.now(self.admin_key_id, action, "safety_policy", name, change)
         )
-        await self.store.append_audit(entry)
         await self.store.publish_invalidation()
 
 

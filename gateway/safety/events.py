@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from gateway.tenancy.models import AuditEntry
-from gateway.tenancy.secrets import new_id
 from gateway.tenancy.store import Store
 
 logger = logging.getLogger("gateway.safety")
@@ -42,14 +40,12 @@ class SafetyEvent:
 
     def audit_entry(self) -> AuditEntry:
         change = {k: v for k, v in asdict(self).items() if k != "tenant_id"}
-        return AuditEntry(
-            id=new_id("audit"),
-            at=time.time(),
-            admin_key_id=self.key_id or ANONYMOUS,
-            action=f"safety.{self.action}",
-            target_type="tenant",
-            target_id=self.tenant_id or ANONYMOUS,
-            change=change,
+        return AuditEntry.now(
+            self.key_id or ANONYMOUS,
+            f"safety.{self.action}",
+            "tenant",
+            self.tenant_id or ANONYMOUS,
+            change,
         )
 
 

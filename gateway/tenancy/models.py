@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gateway.tenancy.secrets import new_id
+
 
 @dataclass(slots=True)
 class Limits:
@@ -85,6 +87,20 @@ class AuditEntry:
     target_type: str
     target_id: str
     change: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def now(
+        cls,
+        admin_key_id: str,
+        action: str,
+        target_type: str,
+        target_id: str,
+        change: dict[str, Any],
+    ) -> AuditEntry:
+        """A new entry for a change made just now (a fresh id, the current time)."""
+        return cls(
+            new_id("audit"), time.time(), admin_key_id, action, target_type, target_id, change
+        )
 
 
 def to_dict(record: Tenant | ApiKey | AuditEntry | Limits | ModelRoute) -> dict[str, Any]:
