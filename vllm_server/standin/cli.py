@@ -61,15 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="KV-cache capacity behind vllm:kv_cache_usage_perc",
     )
     parser.add_argument("--ttft-ms", type=float, default=faults.ttft_ms, help="time to first token")
-    # --token-delay-ms is the name the benchmark harness uses
-    parser.add_argument(
-        "--itl-ms",
-        "--token-delay-ms",
-        dest="itl_ms",
-        type=float,
-        default=faults.itl_ms,
-        help="time between tokens",
-    )
+    parser.add_argument("--itl-ms", type=float, default=faults.itl_ms, help="time between tokens")
     parser.add_argument(
         "--stall-ms",
         type=float,
