@@ -7,10 +7,11 @@ and write the results: the measuring part of the GPU benchmark.
 bench/gpu/device_run.sh runs it on the GPU machine (and here against the stand-in, DRY_RUN=1).
 It imports the load client first, while the servers are still starting, then waits for both,
 makes the tenants of bench/gpu/tenants.json (one LoRA adapter each), warms each path up, and
-measures each concurrency direct and then through the gateway, back to back, so both see the
-server in the same state. The direct path sends the same lanes with the adapter names the
-gateway would have routed to. Every run draws its own random prompts (its own seed), so
-vLLM's prefix cache cannot favour the path measured second.
+measures each concurrency `--repeats` times on both paths, back to back, the order alternating
+(direct first, then the gateway first), so both see the server in the same states. The direct
+path sends the same lanes with the adapter names the gateway would have routed to. Every run
+draws its own random prompts (its own seed), so vLLM's prefix cache cannot favour the path
+measured second. Each run also records what the servers saw (bench/gpu/server_side.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import httpx
 
 from bench import machine
 from bench.goals import Goal
-from bench.gpu import report, tenants
+from bench.gpu import report, server_side, tenants
 from bench.gpu.clients import BenchServeClient, Lane, LoadClient, StreamsClient, Workload
 from bench.gpu.report import PathRun
 from bench.measures import tree_cpu_seconds
@@ -52,26 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     seed = 1000
-    for concurrency in args.concurrency:
-        for path, lanes in paths.items():
-            seed += len(lanes)
-            _log(f"{concurrency} streams, {path}")
-            cpu_before = tree_cpu_seconds(args.gateway_pid)
-            try:
-                result = client.run(lanes, _workload(args, concurrency, seed))
-            except Exception:
-                # One broken run must not cost the others, on a machine lent for minutes.
-                traceback.print_exc()
-                continue
-            runs.append(
-                PathRun(path, concurrency, result, tree_cpu_seconds(args.gateway_pid) - cpu_before)
-            )
-            _log(
-                f"  {result.output_tokens_per_s:,.0f} tok/s, TTFT p50 {result.ttft_p50_ms:.1f} ms,"
-                f" {result.requests} requests, {result.failed} failed"
-            )
+    for level, concurrency in enumerate(args.concurrency):
+        for repeat in range(args.repeats):
+            for path in _order(paths, level + repeat):
+                seed += len(paths[path])
+                _log(f"{concurrency} streams, {path}")
+                run = _measure(client, args, path, paths[path], _workload(args, concurrency, seed))
+                if run is not None:
+                    runs.append(run)
 
-    expected = len(args.concurrency) * len(paths)
+    expected = len(args.concurrency) * args.repeats * len(paths)
     goals = [
         Goal("every run completed", f"{len(runs)} of {expected}", len(runs) == expected),
         *report.evaluate(runs),
@@ -82,6 +73,36 @@ def main(argv: list[str] | None = None) -> int:
     for goal in goals:
         print(goal.line())
     return 0 if all(goal.passed for goal in goals) else 1
+
+
+def _order(paths: dict[str, list[Lane]], turn: int) -> list[str]:
+    """Direct first on even turns, the gateway first on odd ones: neither path always meets
+    the server fresh from idle or right after the other's load."""
+    names = list(paths)
+    return names if turn % 2 == 0 else names[::-1]
+
+
+def _measure(
+    client: LoadClient, args: argparse.Namespace, path: str, lanes: list[Lane], load: Workload
+) -> PathRun | None:
+    start = server_side.mark(args.upstream, args.gateway_log)
+    cpu_before = tree_cpu_seconds(args.gateway_pid)
+    try:
+        result = client.run(lanes, load)
+    except Exception:
+        # One broken run must not cost the others, on a machine lent for minutes.
+        traceback.print_exc()
+        return None
+    cpu_s = tree_cpu_seconds(args.gateway_pid) - cpu_before
+    servers = server_side.since(
+        start, args.upstream, args.gateway_log if path == "gateway" else None
+    )
+    _log(
+        f"  {result.output_tokens_per_s:,.0f} tok/s, TTFT p50 {result.ttft_p50_ms:.1f} ms,"
+        f" {result.requests} requests, {result.failed} failed; servers: "
+        + ", ".join(f"{name} {value:.1f}" for name, value in servers.items() if value is not None)
+    )
+    return PathRun(path, load.concurrency, result, cpu_s, servers)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=8,
         help="requests per run = concurrency x this (default 8)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs per path and concurrency, the order alternating (default 2)",
+    )
+    parser.add_argument(
+        "--gateway-log",
+        type=Path,
+        help="the gateway's stdout (its JSON access log): gateway-side TTFT and overhead",
     )
     parser.add_argument("--input-len", type=int, default=256, help="prompt tokens (default 256)")
     parser.add_argument("--output-len", type=int, default=128, help="output tokens (default 128)")

@@ -147,7 +147,8 @@ status=0
     --upstream "http://127.0.0.1:$UPSTREAM_PORT" --gateway "http://127.0.0.1:$GATEWAY_PORT" \
     --admin-key "$ADMIN_KEY" --tokenizer "$MODEL/base" --gateway-pid "$GATEWAY_PID" \
     --out-dir "$OUT" --concurrency $CONCURRENCY --prompts-per-stream "$PROMPTS_PER_STREAM" \
-    --streams-seconds "${STREAMS_SECONDS:-15}" \
+    --streams-seconds "${STREAMS_SECONDS:-15}" --repeats "${REPEATS:-2}" \
+    --gateway-log "$OUT/gateway.log" \
     --context "GPU=${GPU:-none (dry run)}" --context "Gateway revision=$REVISION" \
     --context "Upstream=$UPSTREAM_ARGS" \
     --context "Gateway settings=$(IFS=' '; echo "${gateway_env[*]:-defaults}")" || status=$?

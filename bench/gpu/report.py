@@ -7,8 +7,9 @@ streams, and median TTFT at most 5 ms above direct's; no failed request through 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 from bench.goals import Goal
@@ -29,6 +30,7 @@ class PathRun:
     concurrency: int
     result: RunResult
     gateway_cpu_s: float
+    servers: dict[str, float | None] = field(default_factory=dict)  # bench/gpu/server_side.py
 
     @property
     def gateway_cpu_cores(self) -> float:
@@ -36,24 +38,25 @@ class PathRun:
 
 
 def evaluate(runs: list[PathRun]) -> list[Goal]:
+    """The targets, on each path's mean over its repeated runs at a concurrency."""
     goals = []
-    for direct, gateway in _pairs(runs):
-        streams = direct.concurrency
-        added = gateway.result.ttft_p50_ms - direct.result.ttft_p50_ms
+    for level in _levels(runs):
+        streams = level.concurrency
+        added = level.gateway.ttft_p50_ms - level.direct.ttft_p50_ms
         if streams in THROUGHPUT_TARGET_STREAMS:
-            share = _share(gateway, direct)
+            share = level.throughput_share
             goals.append(
                 Goal(
                     f"output tok/s through the gateway >= 98% of direct, {streams} streams",
-                    f"{gateway.result.output_tokens_per_s:,.0f} vs "
-                    f"{direct.result.output_tokens_per_s:,.0f} ({share:.1%})",
+                    f"{level.gateway.output_tokens_per_s:,.0f} vs "
+                    f"{level.direct.output_tokens_per_s:,.0f} ({share:.1%})",
                     share >= THROUGHPUT_SHARE,
                 )
             )
         goals.append(
             Goal(
                 f"median TTFT added by the gateway <= 5 ms, {streams} streams",
-                f"{gateway.result.ttft_p50_ms:.1f} vs {direct.result.ttft_p50_ms:.1f} ms "
+                f"{level.gateway.ttft_p50_ms:.1f} vs {level.direct.ttft_p50_ms:.1f} ms "
                 f"({added:+.1f} ms)",
                 added <= TTFT_ADDED_LIMIT_MS,
             )
@@ -89,6 +92,7 @@ def _raw_run(run: PathRun) -> dict[str, Any]:
         "output_tokens_per_s": run.result.output_tokens_per_s,
         "gateway_cpu_s": run.gateway_cpu_s,
         "gateway_cpu_cores": run.gateway_cpu_cores,
+        "servers": run.servers,
     }
 
 
@@ -104,8 +108,9 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
         ),
         "",
         "| streams | path | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms "
-        "| requests | failed | gateway CPU (cores) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| requests | failed | gateway CPU (cores) | vLLM TTFT mean ms | vLLM queue mean ms "
+        "| gateway TTFT p50 ms | gateway overhead p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         result = run.result
@@ -118,24 +123,32 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
             f"{result.requests:,}",
             f"{result.failed:,}",
             f"{run.gateway_cpu_cores:.2f}",
+            _server_figure(run, "vllm_ttft_mean_ms"),
+            _server_figure(run, "vllm_queue_mean_ms"),
+            _server_figure(run, "gateway_ttft_p50_ms"),
+            _server_figure(run, "gateway_overhead_p50_ms", 2)
+            + " / "
+            + _server_figure(run, "gateway_overhead_p99_ms", 2),
         ]
         lines.append(f"| {run.concurrency} | {PATH_LABELS[run.path]} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| streams | gateway output tok/s, % of direct | TTFT p50 added ms | TTFT p99 added ms "
-        "| ITL p50 added ms | ITL p99 added ms |",
-        "|---|---|---|---|---|---|",
+        "| streams | runs per path | gateway output tok/s, % of direct | TTFT p50 added ms "
+        "| TTFT p99 added ms | ITL p50 added ms | ITL p99 added ms | vLLM TTFT mean added ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for direct, gateway in _pairs(runs):
-        ours, theirs = gateway.result, direct.result
+    for level in _levels(runs):
+        ours, theirs = level.gateway, level.direct
         cells = [
-            f"{_share(gateway, direct):.1%}",
+            f"{level.repeats}",
+            f"{level.throughput_share:.1%}",
             f"{ours.ttft_p50_ms - theirs.ttft_p50_ms:+.1f}",
             f"{ours.ttft_p99_ms - theirs.ttft_p99_ms:+.1f}",
             f"{ours.itl_p50_ms - theirs.itl_p50_ms:+.2f}",
             f"{ours.itl_p99_ms - theirs.itl_p99_ms:+.2f}",
+            _difference(ours.vllm_ttft_mean_ms, theirs.vllm_ttft_mean_ms),
         ]
-        lines.append(f"| {direct.concurrency} | " + " | ".join(cells) + " |")
+        lines.append(f"| {level.concurrency} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "TTFT: to the first chunk with a choice (`vllm bench serve`) or with content "
@@ -143,7 +156,12 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
         "one, over every request of the run. Output tok/s: tokens generated (each stream's "
         "usage; with bench/streams.py, completed streams x output tokens) over the run's wall "
         "time. Gateway CPU: CPU seconds of the gateway's process tree during the run over its "
-        "wall time (on the direct path: its idle cost).",
+        "wall time (on the direct path: its idle cost). Server-side columns "
+        "(bench/gpu/server_side.py): vLLM's own mean TTFT and queue time over the run's "
+        "requests (its histograms, scraped before and after the run); the gateway's TTFT "
+        "(arrival to first event sent) and overhead (its own time before the upstream call) "
+        "from its access log. The comparison averages each path's repeated runs; the order of "
+        "the paths alternates from one repeat to the next.",
         "",
         "## Targets",
         "",
@@ -153,17 +171,65 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
     return "\n".join(lines)
 
 
-def _pairs(runs: list[PathRun]) -> list[tuple[PathRun, PathRun]]:
-    """(direct, gateway) per concurrency, in the order measured."""
-    by_key = {(run.path, run.concurrency): run for run in runs}
-    levels = dict.fromkeys(run.concurrency for run in runs)
-    return [
-        (by_key["direct", level], by_key["gateway", level])
-        for level in levels
-        if ("direct", level) in by_key and ("gateway", level) in by_key
-    ]
+@dataclass(frozen=True)
+class PathMean:
+    """One path's runs at one concurrency, each figure averaged over the runs."""
+
+    output_tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    itl_p99_ms: float
+    vllm_ttft_mean_ms: float | None
+
+    @classmethod
+    def of(cls, runs: list[PathRun]) -> PathMean:
+        vllm_ttfts = [
+            run.servers["vllm_ttft_mean_ms"]
+            for run in runs
+            if run.servers.get("vllm_ttft_mean_ms") is not None
+        ]
+        return cls(
+            output_tokens_per_s=mean(run.result.output_tokens_per_s for run in runs),
+            ttft_p50_ms=mean(run.result.ttft_p50_ms for run in runs),
+            ttft_p99_ms=mean(run.result.ttft_p99_ms for run in runs),
+            itl_p50_ms=mean(run.result.itl_p50_ms for run in runs),
+            itl_p99_ms=mean(run.result.itl_p99_ms for run in runs),
+            vllm_ttft_mean_ms=mean(vllm_ttfts) if vllm_ttfts else None,
+        )
 
 
-def _share(gateway: PathRun, direct: PathRun) -> float:
-    theirs = direct.result.output_tokens_per_s
-    return gateway.result.output_tokens_per_s / theirs if theirs else 0.0
+@dataclass(frozen=True)
+class Level:
+    """Both paths at one concurrency."""
+
+    concurrency: int
+    repeats: int
+    direct: PathMean
+    gateway: PathMean
+
+    @property
+    def throughput_share(self) -> float:
+        theirs = self.direct.output_tokens_per_s
+        return self.gateway.output_tokens_per_s / theirs if theirs else 0.0
+
+
+def _levels(runs: list[PathRun]) -> list[Level]:
+    """Each concurrency both paths completed runs at, in the order measured."""
+    levels = []
+    for concurrency in dict.fromkeys(run.concurrency for run in runs):
+        direct = [run for run in runs if run.concurrency == concurrency and run.path == "direct"]
+        gateway = [run for run in runs if run.concurrency == concurrency and run.path == "gateway"]
+        if direct and gateway:
+            repeats = min(len(direct), len(gateway))
+            levels.append(Level(concurrency, repeats, PathMean.of(direct), PathMean.of(gateway)))
+    return levels
+
+
+def _server_figure(run: PathRun, name: str, digits: int = 1) -> str:
+    value = run.servers.get(name)
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _difference(ours: float | None, theirs: float | None) -> str:
+    return "-" if ours is None or theirs is None else f"{ours - theirs:+.1f}"
