@@ -13,7 +13,10 @@ the stand-in at once, and the rest wait. Three runs share one arrival schedule p
 - no noise: the three quiet tenants alone;
 - noise, first come first served: plus one tenant sending `--noise-factor` times the
   traffic of each quiet one, everyone in one queue, as vLLM's own waiting queue serves them;
-- noise, fair queue: the same traffic through the gateway's FairQueue, one queue per tenant.
+- noise, fair queue: the same traffic through the gateway's FairQueue, one queue per tenant,
+  with its reserve for tenants below their fair share (`--reserved-share`, `--active-window`;
+  defaults: the gateway's). The first-come-first-served run is a FairQueue with one lane for
+  everyone: a lone lane's share is the whole budget, so there the reserve never applies.
 
 TTFT is timed from each request's scheduled arrival (queueing included) to its first
 streamed event; requests arriving in the first `--warmup` seconds are not counted, so the
@@ -35,7 +38,8 @@ from pathlib import Path
 import aiohttp
 
 from gateway.errors import GatewayError
-from gateway.isolation.fair_queue import FairQueue
+from gateway.isolation.fair_queue import FairQueue, reserved_slots
+from gateway.settings import FairQueueSettings
 from tests.fixtures.processes import free_port, running_server
 
 QUIET = ("quiet-1", "quiet-2", "quiet-3")
@@ -55,6 +59,8 @@ class Load:
     duration_s: float
     warmup_s: float
     queue_timeout_s: float
+    reserved_share: float
+    active_window_s: float
     seed: int
 
     @property
@@ -122,7 +128,12 @@ async def one_request(
 
 async def run(url: str, load: Load, tenants: list[str], fair: bool) -> list[Outcome]:
     loop = asyncio.get_running_loop()
-    queue = FairQueue(load.budget, load.queue_timeout_s)
+    queue = FairQueue(
+        load.budget,
+        load.queue_timeout_s,
+        reserved_share=load.reserved_share,
+        active_window_s=load.active_window_s,
+    )
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = loop.time() + 0.2
@@ -178,7 +189,9 @@ def markdown(load: Load, runs: dict[str, dict[str, float | int]], command: str) 
         f"{load.quiet_rps * load.noise_factor:g} req/s; offered with noise {offered:g} req/s "
         f"({offered / load.capacity_rps:.2f}x capacity). {load.duration_s:g} s of Poisson "
         f"arrivals per run, the first {load.warmup_s:g} s not counted; queue timeout "
-        f"{load.queue_timeout_s:g} s.",
+        f"{load.queue_timeout_s:g} s. Fair queue reserve: "
+        f"{reserved_slots(load.budget, load.reserved_share)} of the {load.budget} slots "
+        f"(reserved_share {load.reserved_share:g}), active window {load.active_window_s:g} s.",
         "",
         "| run | quiet TTFT p50 (ms) | quiet TTFT p99 (ms) | p99 vs no noise | quiet refused "
         "| noisy served (req/s) | noisy refused |",
@@ -205,6 +218,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds not counted")
     parser.add_argument("--queue-timeout", type=float, default=5.0)
+    defaults = FairQueueSettings()
+    parser.add_argument("--reserved-share", type=float, default=defaults.reserved_share)
+    parser.add_argument("--active-window", type=float, default=defaults.active_window_s)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "fairness")
     return parser.parse_args()
@@ -222,6 +238,8 @@ def main() -> int:
         args.duration,
         args.warmup,
         args.queue_timeout,
+        args.reserved_share,
+        args.active_window,
         args.seed,
     )
     port = free_port()

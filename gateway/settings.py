@@ -183,6 +183,19 @@ class FairQueueSettings(BaseModel):
     queue_timeout_s: float = Field(30.0, gt=0, description="the longest a request waits queued")
     on_timeout: int = Field(429, description="status answered after the timeout: 429 or 503")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with that answer")
+    reserved_share: float = Field(
+        0.0625,
+        ge=0,
+        lt=1,
+        description="of max_in_flight, slots (rounded up, none of a budget of 1) kept for tenants "
+        "below their fair share, so a quiet tenant need not wait for a noisy one's slot to free",
+    )
+    active_window_s: float = Field(
+        10.0,
+        gt=0,
+        description="a tenant counts toward the fair shares while it has requests in flight or "
+        "queued, or had one within this many seconds",
+    )
 
     @field_validator("on_timeout")
     @classmethod

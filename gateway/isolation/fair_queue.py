@@ -5,14 +5,23 @@ sends ten times the traffic of the others fills that queue and everyone waits be
 gateway instead keeps at most `max_in_flight` requests at vLLM and holds the rest in one
 queue per tenant. When a slot frees, it goes to the waiting tenant with the fewest requests
 in flight per unit of weight: a tenant using less than its share of the budget is served
-next, and a busy tenant still gets every slot no one else wants (nothing is left idle).
-Sharing in-flight slots rather than request counts is deliberate: a slot held for a long
+next. Sharing in-flight slots rather than request counts is deliberate: a slot held for a long
 generation is what vLLM's batch actually spends. Between tenants holding equal shares (with
 a small budget, often all of them at zero), start-time fair queuing decides: each tenant's
 virtual clock advances by 1/weight per request it starts, and the lowest clock goes first;
 a tenant back from idle starts at the current virtual time, so idleness banks no credit.
 
-Below the budget, entering a slot is a few comparisons and additions: no lock, no future,
+Handing freed slots on in that order still makes a quiet tenant wait for the next slot to
+free once a noisy one has filled the budget. So the last `reserved_share` of the budget is a
+reserve, kept for tenants below their fair share: `max_in_flight * weight / (the weights of
+all active tenants)`, where a tenant is active while it has requests in flight or queued, or
+had one within `active_window_s`. A tenant below its share takes a reserve slot at once, even
+past waiting over-share tenants; a slot freed inside the reserve stays free rather than go to
+an over-share waiter. The cost is a few slots left idle while several tenants are active. A
+lone tenant's share is the whole budget, so it still gets every slot, and once the others
+fall out of the window a busy tenant gets the reserve too.
+
+Below the reserve, entering a slot is a few comparisons and additions: no lock, no future,
 no timer. A request that waits longer than `queue_timeout_s` is refused with 429 (with
 Retry-After) or 503, as configured.
 """
@@ -20,6 +29,8 @@ Retry-After) or 503, as configured.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from types import TracebackType
 
@@ -35,10 +46,18 @@ class FairQueue:
         queue_timeout_s: float,
         on_timeout: int = 429,
         retry_after_s: int = 1,
+        *,
+        reserved_share: float = 0.0625,
+        active_window_s: float = 10.0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        if active_window_s <= 0:
+            raise ValueError("active_window_s must be positive")
         self._max = max_in_flight
+        # Slots anyone may take; the rest are the reserve, for tenants below their share.
+        self._open = max_in_flight - reserved_slots(max_in_flight, reserved_share)
+        self._window_s = active_window_s
         self._timeout_s = queue_timeout_s
         self._on_timeout = on_timeout
         self._retry_after_s = retry_after_s
@@ -55,6 +74,8 @@ class FairQueue:
             settings.queue_timeout_s,
             settings.on_timeout,
             settings.retry_after_s,
+            reserved_share=settings.reserved_share,
+            active_window_s=settings.active_window_s,
         )
 
     def slot(self, tenant: str, weight: float = 1.0) -> TenantLane:
@@ -81,12 +102,36 @@ class FairQueue:
         return sum(len(lane.waiters) for lane in self._backlogged.values())
 
     def _enter_at_once(self, lane: TenantLane) -> bool:
-        # A free slot is taken at once only if nobody waits: a waiter owns the next one.
-        if self._in_flight < self._max and not self._backlogged:
+        # Below the reserve, a free slot is taken at once only if nobody waits: a waiter owns
+        # the next one. A tenant below its share may take a reserve slot past other tenants'
+        # waiters (never past its own: they go first, at the next release).
+        if self._in_flight < self._open and not self._backlogged:
+            self._in_flight += 1
+            self._admit(lane)
+            return True
+        if self._in_flight < self._max and not lane.waiters and self._under_share(lane):
             self._in_flight += 1
             self._admit(lane)
             return True
         return False
+
+    def _under_share(self, lane: TenantLane) -> bool:
+        """Whether `lane` holds fewer slots than its weight's part of the budget.
+
+        The part is taken among the tenants active now (the lane itself always counts), so it
+        grows back to the whole budget as the others go idle. Only asked while the budget is
+        in the reserve, so walking every tenant here costs the fast path nothing.
+        """
+        now = time.monotonic()
+        active_weight = sum(
+            other.weight
+            for other in self._lanes.values()
+            if other is lane
+            or other.in_flight
+            or other.waiters
+            or now - other.last_active < self._window_s
+        )
+        return lane.in_flight * active_weight < self._max * lane.weight
 
     def _admit(self, lane: TenantLane) -> None:
         lane.in_flight += 1
@@ -116,6 +161,7 @@ class FairQueue:
             raise
         finally:
             timer.cancel()
+            lane.last_active = time.monotonic()  # a timed-out or cancelled waiter left now
             expired = waiter.done() and not waiter.cancelled() and not waiter.result()
             metrics.fair_queue_left(lane.tenant, loop.time() - started, expired)
         if not granted:
@@ -136,19 +182,28 @@ class FairQueue:
             del self._backlogged[lane.tenant]
 
     def _release(self, lane: TenantLane) -> None:
-        """Hand the freed slot straight to the next waiter, or give it back to the budget."""
+        """Hand the freed slot straight to the next waiter, or give it back to the budget.
+
+        Inside the reserve, the next waiter gets a slot only if its tenant is below its share
+        (if the first in `_next_lane` order is not, no waiter is), else the slot stays free.
+        Waiters are let in while that holds, not just into the freed slot: once the other
+        tenants have gone idle, a busy tenant's share has grown and it takes the reserve too.
+        """
         lane.in_flight -= 1
-        while self._backlogged:
+        lane.last_active = time.monotonic()
+        self._in_flight -= 1
+        while self._backlogged and self._in_flight < self._max:
             chosen = min(self._backlogged.values(), key=self._next_lane)
+            if self._in_flight >= self._open and not self._under_share(chosen):
+                return
             waiter = chosen.waiters.popleft()
             if not chosen.waiters:
                 del self._backlogged[chosen.tenant]
             if waiter.done():  # cancelled; its task has not run its cleanup yet
                 continue
+            self._in_flight += 1
             self._admit(chosen)
             waiter.set_result(True)
-            return
-        self._in_flight -= 1
 
     def _timeout_error(self) -> GatewayError:
         waited = f"{self._timeout_s:g}"
@@ -174,6 +229,17 @@ class FairQueue:
         )
 
 
+def reserved_slots(max_in_flight: int, reserved_share: float) -> int:
+    """Slots of the budget kept for tenants below their fair share.
+
+    Always at least one slot short of the budget (so none of a budget of one): over-share
+    waiters must still get slots below the reserve, or they would starve.
+    """
+    if not 0 <= reserved_share < 1:
+        raise ValueError("reserved_share must be at least 0 and below 1")
+    return min(math.ceil(max_in_flight * reserved_share), max_in_flight - 1)
+
+
 class TenantLane:
     """One tenant's place in the queue; the async context manager that `slot` returns.
 
@@ -181,12 +247,22 @@ class TenantLane:
     slot allocates nothing on the fast path.
     """
 
-    __slots__ = ("_queue", "in_flight", "step", "tenant", "virtual", "waiters", "weight")
+    __slots__ = (
+        "_queue",
+        "in_flight",
+        "last_active",
+        "step",
+        "tenant",
+        "virtual",
+        "waiters",
+        "weight",
+    )
 
     def __init__(self, queue: FairQueue, tenant: str, weight: float) -> None:
         self._queue = queue
         self.tenant = tenant
         self.in_flight = 0
+        self.last_active = -math.inf  # when a request last left (a slot, or the queue)
         self.virtual = 0.0  # virtual time at which the tenant's next request may start
         self.waiters: deque[asyncio.Future[bool]] = deque()
         self.reweigh(weight)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pydantic
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.isolation.fair_queue import FairQueue
+from gateway.isolation.fair_queue import FairQueue, reserved_slots
+from gateway.settings import FairQueueSettings
 from tests.gateway.isolation.conftest import sample
 
 
@@ -48,7 +50,8 @@ async def test_below_the_budget_requests_enter_at_once() -> None:
 
 
 async def test_a_quiet_tenant_overtakes_a_noisy_tenants_backlog() -> None:
-    queue, admitted = FairQueue(max_in_flight=2, queue_timeout_s=5), []
+    # without a reserve, so that every freed slot is handed on (the reserve is tested below)
+    queue, admitted = FairQueue(max_in_flight=2, queue_timeout_s=5, reserved_share=0), []
     noisy = [Call(queue, "noisy", admitted) for _ in range(5)]
     await settle()
     quiet = Call(queue, "quiet", admitted)
@@ -66,7 +69,7 @@ async def test_a_quiet_tenant_overtakes_a_noisy_tenants_backlog() -> None:
 
 
 async def test_freed_slots_are_shared_by_weight() -> None:
-    queue, admitted = FairQueue(max_in_flight=6, queue_timeout_s=5), []
+    queue, admitted = FairQueue(max_in_flight=6, queue_timeout_s=5, reserved_share=0), []
     blockers = [Call(queue, "blocker", admitted) for _ in range(6)]
     await settle()
     heavy = [Call(queue, "heavy", admitted, weight=2.0) for _ in range(8)]
@@ -107,6 +110,88 @@ async def test_with_one_slot_tenants_take_turns_by_weight() -> None:
         call.finish.set()
     await asyncio.gather(*(call.task for call in calls["heavy"] + calls["light"]))
     assert queue.in_flight == 0
+
+
+async def test_a_lone_tenant_fills_the_whole_budget() -> None:
+    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5), []
+    assert reserved_slots(4, 0.0625) == 1
+    calls = [Call(queue, "a", admitted) for _ in range(6)]
+    await settle()
+    assert admitted == ["a"] * 4 and queue.in_flight == 4 and queue.queued("a") == 2
+    await calls[0].done()
+    await settle()
+    assert len(admitted) == 5 and queue.in_flight == 4  # the freed reserve slot is handed on
+    for call in calls[1:]:
+        await call.done()
+    assert queue.in_flight == 0
+
+
+async def recently_active(queue: FairQueue, tenant: str) -> None:
+    """One request of `tenant`, already finished: the tenant is active for the window."""
+    async with queue.slot(tenant):
+        pass
+
+
+async def test_the_reserve_is_kept_for_a_tenant_below_its_share() -> None:
+    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5), []
+    await recently_active(queue, "quiet")
+    noisy = [Call(queue, "noisy", admitted) for _ in range(5)]
+    await settle()
+    # two active tenants share 4 slots, 2 each: the noisy one, holding 3, cannot take the last
+    assert admitted == ["noisy"] * 3 and queue.in_flight == 3 and queue.queued("noisy") == 2
+    quiet = Call(queue, "quiet", admitted)
+    await settle()
+    assert admitted[3] == "quiet" and queue.in_flight == 4  # at once, past the noisy waiters
+    # the slot it frees is inside the reserve: it stays free rather than go to a noisy waiter
+    await quiet.done()
+    await settle()
+    assert len(admitted) == 4 and queue.in_flight == 3 and queue.queued("noisy") == 2
+    # below the reserve, freed slots go to over-share waiters as ever
+    await noisy[0].done()
+    await settle()
+    assert admitted[4] == "noisy" and queue.in_flight == 3 and queue.queued("noisy") == 1
+    for call in noisy[1:]:
+        await call.done()
+    assert queue.in_flight == 0
+
+
+async def test_a_newcomer_below_its_share_enters_the_reserve_at_once() -> None:
+    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5), []
+    await recently_active(queue, "quiet")
+    noisy = [Call(queue, "noisy", admitted) for _ in range(5)]
+    await settle()
+    newcomer = Call(queue, "newcomer", admitted)
+    await settle()
+    assert admitted[3] == "newcomer" and queue.in_flight == 4 and queue.queued("noisy") == 2
+    for call in [newcomer, *noisy]:
+        await call.done()
+    assert queue.in_flight == 0
+
+
+async def test_over_share_waiters_get_the_reserve_once_the_other_tenant_goes_idle() -> None:
+    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5, active_window_s=0.1), []
+    await recently_active(queue, "quiet")
+    noisy = [Call(queue, "noisy", admitted) for _ in range(6)]
+    await settle()
+    await noisy[0].done()
+    await settle()
+    assert len(admitted) == 4 and queue.in_flight == 3  # "quiet" is still active
+    await asyncio.sleep(0.15)  # now it is not: "noisy" alone, its share is the whole budget
+    await noisy[1].done()
+    await settle()
+    assert len(admitted) == 6 and queue.in_flight == 4 and queue.queued() == 0
+    for call in noisy[2:]:
+        await call.done()
+    assert queue.in_flight == 0
+
+
+@pytest.mark.parametrize(("budget", "reserve"), [(1, 0), (2, 1), (64, 4)])
+def test_the_reserve_is_a_share_of_the_budget_rounded_up_and_never_all(
+    budget: int, reserve: int
+) -> None:
+    assert reserved_slots(budget, FairQueueSettings().reserved_share) == reserve
+    assert reserved_slots(budget, 0) == 0
+    assert reserved_slots(budget, 0.99) == budget - 1
 
 
 @pytest.mark.parametrize(("status", "error_type"), [(429, "requests"), (503, "server_error")])
@@ -180,3 +265,27 @@ def test_budget_and_weights_must_be_positive() -> None:
         FairQueue(0, queue_timeout_s=1)
     with pytest.raises(ValueError):
         FairQueue(1, queue_timeout_s=1).slot("a", weight=0)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"reserved_share": -0.1}, {"reserved_share": 1.0}, {"active_window_s": 0}],
+)
+def test_reserve_settings_out_of_range_are_refused(fields: dict[str, float]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        FairQueueSettings(**fields)
+    with pytest.raises(ValueError):
+        FairQueue(4, queue_timeout_s=1, **fields)
+
+
+async def test_the_settings_size_the_reserve() -> None:
+    settings = FairQueueSettings(max_in_flight=4, reserved_share=0.5)
+    queue, admitted = FairQueue.from_settings(settings), []
+    await recently_active(queue, "quiet")
+    noisy = [Call(queue, "noisy", admitted) for _ in range(4)]
+    await settle()
+    assert queue.in_flight == 2 and queue.queued("noisy") == 2  # two open, two reserved
+    for call in noisy:
+        call.finish.set()
+    await asyncio.gather(*(call.task for call in noisy))
+    assert queue.in_flight == 0
