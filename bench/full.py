@@ -6,7 +6,9 @@ upstream direct and LiteLLM's proxy, in one run on this machine.
 
 Paths, all running at once: `direct` (stand-in A), `gateway-full` (bench/full_pipeline.py:
 key auth, Redis store and limits, safety policy, the tenant's model routed to a LoRA adapter
-over stand-ins A and B, metrics, access log), `gateway-off` (auth, metrics and access log
+over stand-ins A and B, metrics, access log), `gateway-strict` (the same with
+`limits.early_dispatch=false`: every request waits for Redis before going upstream, the
+limiter's behaviour before early dispatch), `gateway-off` (auth, metrics and access log
 off, in front of A) and `litellm` (master key, in front of A). Same chat bodies everywhere
 (model "base", `ignore_eos`). Phases, each path in turn, each measured run after a warm-up:
 latency at c=1 (median, p99, added over direct); requests/s at c=16 and c=64 with the CPU
@@ -52,10 +54,17 @@ RESULTS_DIR = Path(__file__).with_name("results")
 LABELS = {
     "direct": "upstream direct",
     "gateway-full": "gateway, all on",
+    "gateway-strict": "gateway, all on, no early dispatch",
     "gateway-off": "gateway, all off",
     "litellm": "LiteLLM proxy",
 }
-_COLORS = {"direct": "#7f7f7f", "gateway-full": "#2ca02c", "gateway-off": "#98df8a"}
+_COLORS = {
+    "direct": "#7f7f7f",
+    "gateway-full": "#2ca02c",
+    "gateway-strict": "#1f77b4",
+    "gateway-off": "#98df8a",
+}
+STRICT_SETTINGS = {"VLLM_GATEWAY_LIMITS__EARLY_DISPATCH": "false"}
 PLAIN_CONCURRENCY = (16, 64)
 STREAM_COUNTS = (32, 128)
 
@@ -149,7 +158,7 @@ def evaluate(results: FullResults) -> list[Goal]:
                 chunks >= peer_chunks * goals.STREAM_CHUNKS_FACTOR,
             )
         )
-    for name in ("gateway-full", "gateway-off"):
+    for name in ("gateway-full", "gateway-strict", "gateway-off"):
         failed = results.failures(name)
         verdicts.append(
             Goal(
@@ -190,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
             first = full_pipeline.standin(workdir, "standin-a", settings.plain_tokens, stack)
             second = full_pipeline.standin(workdir, "standin-b", settings.plain_tokens, stack)
             full = stack.enter_context(full_pipeline.running_full(workdir, first.url, second.url))
+            strict = stack.enter_context(
+                full_pipeline.running_full(
+                    workdir, first.url, second.url, "gateway-strict", STRICT_SETTINGS
+                )
+            )
             paths = {
                 "direct": Target("direct", first.url, None, first.process.pid),
                 "gateway-full": full.target,
+                "gateway-strict": strict.target,
                 "gateway-off": full_pipeline.start_off(workdir, first.url, stack),
                 "litellm": _litellm(workdir, first.url, stack),
             }

@@ -103,8 +103,15 @@ def start_off(workdir: Path, upstream: str, stack: ExitStack) -> Target:
 
 
 @contextmanager
-def running_full(workdir: Path, upstream: str, replica: str) -> Iterator[FullPipeline]:
-    """Run the all-on gateway over two replicas; once it has stopped, its Redis keys go."""
+def running_full(
+    workdir: Path,
+    upstream: str,
+    replica: str,
+    name: str = "gateway-full",
+    settings: dict[str, str] | None = None,
+) -> Iterator[FullPipeline]:
+    """Run the all-on gateway over two replicas (plus `settings`, environment overrides);
+    once it has stopped, its Redis keys go."""
     prefix = f"bench-{uuid.uuid4().hex[:12]}:"
     env = {
         "VLLM_GATEWAY_ADMIN__KEYS": json.dumps([ADMIN_KEY]),
@@ -115,12 +122,13 @@ def running_full(workdir: Path, upstream: str, replica: str) -> Iterator[FullPip
         "VLLM_GATEWAY_OBSERVABILITY__METRICS_ENABLED": "true",
         # In the settings too, so the tenant can name it where the admin API has no store.
         "VLLM_GATEWAY_SAFETY__POLICIES": json.dumps({POLICY: SAFETY_POLICY}),
+        **(settings or {}),
     }
     try:
         with ExitStack() as stack:
-            server = _gateway(workdir, "gateway-full", upstream, env, stack)
+            server = _gateway(workdir, name, upstream, env, stack)
             key, admin_reply = _provision(server.url)
-            target = Target("gateway-full", server.url, f"Bearer {key}", server.process.pid)
+            target = Target(name, server.url, f"Bearer {key}", server.process.pid)
             yield FullPipeline(target, prefix, admin_reply, _safety_enforced(target))
     finally:
         asyncio.run(delete_prefixed_keys(REDIS_URL, prefix))

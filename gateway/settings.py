@@ -111,6 +111,11 @@ class LimitsSettings(BaseModel):
     lease_ttl_s: float = Field(
         30.0, gt=0, description="a crashed instance's concurrency slots free after this"
     )
+    early_dispatch: bool = Field(
+        True,
+        description="far from every limit, call vLLM while Redis admits the request (a refused "
+        "one is cut off before its answer); false: always wait for Redis first",
+    )
 
 
 class UsageSettings(BaseModel):

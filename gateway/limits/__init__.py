@@ -2,13 +2,17 @@
 
 The pipeline's side is narrow::
 
-    reservation = await limiter.reserve(principal, estimate_tokens(request, default_max))
-    ctx.extra_headers.extend(reservation.headers)       # x-ratelimit-* on the response
-    ...                                                   # the upstream call and relay
-    limiter.settle(reservation, tokens_used(ctx.usage))   # always, also after failures
+    admission = limiter.admit(principal, estimate_tokens(request, default_max))
+    await admission.cleared()                    # before the upstream call
+    ...                                          # the upstream call
+    reservation = await admission.confirmed()    # before the answer: x-ratelimit-* headers
+    ...                                          # the relay
+    admission.settle(tokens_used(ctx.usage))     # always, also after failures
 
-`reserve` raises GatewayError 429 (``rate_limit_exceeded`` or ``insufficient_quota``) when a
-limit refuses the request, or 503 when Redis is in trouble and the policy is fail-closed.
+`confirmed` raises GatewayError 429 (``rate_limit_exceeded`` or ``insufficient_quota``) when
+a limit refuses the request, or 503 when Redis is in trouble and the policy is fail-closed.
+Usually `cleared` already waits for that answer; far from every limit, it does not, and the
+Redis round trip overlaps vLLM's (gateway/limits/early.py). `reserve` is the one-step form.
 `settle` never waits: the local limiter applies it at once; the Redis one hands it to the
 next reservation of this instance, or to a background batch within a few milliseconds.
 """
@@ -17,7 +21,11 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
+from functools import partial
 
+from gateway.errors import GatewayError
+from gateway.limits.early import Admission, SpareRoom, SpareRooms
 from gateway.limits.estimate import (
     MAX_TOKENS,
     estimate_prompt_tokens,
@@ -38,6 +46,7 @@ from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import Limits
 
 __all__ = [
+    "Admission",
     "Limiter",
     "LimiterStats",
     "Reservation",
@@ -52,13 +61,31 @@ __all__ = [
 class Limiter:
     """Admits requests under their key's and tenant's limits; one per gateway process."""
 
-    def __init__(self, backend: Backend, defaults: Limits, stats: LimiterStats) -> None:
+    def __init__(
+        self, backend: Backend, defaults: Limits, stats: LimiterStats, early_dispatch: bool = True
+    ) -> None:
         self._backend = backend
+        self._early_dispatch = early_dispatch
         self._plans = PlanCache(defaults)
         self._calendar = Calendar()
         # Reservation ids are unique across instances: a random prefix and a counter.
         self._ids = map(f"{secrets.token_hex(5)}.{{}}".format, itertools.count())
+        self._rooms = SpareRooms()
         self.stats = stats
+
+    def admit(self, principal: Principal, estimated_tokens: int) -> Admission:
+        """Start admitting a request (see `Admission` for the steps)."""
+        plan = self._plans.get(principal)
+        if not plan.scopes:
+            return Admission(Reservation("", 0, plan, self._calendar.current(), None, []))
+        room = self._rooms.get(plan.script_args)
+        if self._early_dispatch and room.allows_early(time.monotonic()):
+            room.unanswered += 1
+            self.stats.early()
+            return Admission(
+                reserve=partial(self._reserve_early, principal, estimated_tokens, room), early=True
+            )
+        return Admission(reserve=partial(self.reserve, principal, estimated_tokens))
 
     async def reserve(self, principal: Principal, estimated_tokens: int) -> Reservation:
         plan = self._plans.get(principal)
@@ -67,18 +94,28 @@ class Limiter:
             return Reservation("", 0, plan, period, None, [])
         tokens = min(max(0, estimated_tokens), MAX_TOKENS)
         try:
-            return await self._backend.acquire(plan, next(self._ids), tokens, period)
+            reservation = await self._backend.acquire(plan, next(self._ids), tokens, period)
         except LimitExceeded as exceeded:
             self.stats.refusal(exceeded.kind.field_name, principal.tenant.name)
             raise limit_error(exceeded, period) from None
+        self._rooms.get(plan.script_args).update(reservation)
+        return reservation
+
+    async def _reserve_early(
+        self, principal: Principal, estimated_tokens: int, room: SpareRoom
+    ) -> Reservation:
+        try:
+            return await self.reserve(principal, estimated_tokens)
+        except GatewayError:
+            self.stats.early_refusal()
+            raise
+        finally:
+            room.unanswered -= 1
 
     def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reservation's estimate by `used_tokens` and free its concurrency slots;
         safe to call more than once (only the first counts)."""
-        if reservation.owner is None or reservation.settled:
-            return
-        reservation.settled = True
-        reservation.owner.release(reservation, min(max(0, used_tokens), MAX_TOKENS))
+        reservation.settle(used_tokens)
 
     async def start(self) -> None:
         await self._backend.start()
@@ -106,4 +143,4 @@ def open_limiter(limits: LimitsSettings, store: StoreSettings) -> Limiter:
         backend = FailoverLimiter(shared, fallback, limits.redis_retry_interval_s, stats)
     else:
         backend = LocalLimiter(limits.lease_ttl_s)
-    return Limiter(backend, defaults, stats)
+    return Limiter(backend, defaults, stats, limits.early_dispatch)

@@ -145,7 +145,9 @@ class RedisLimiter:
             (reply[4], reply[5], reply[6] / 1e6) if reply[4] >= 0 else None
         )
         headers = rate_limit_headers(requests, token_state)
-        reservation = Reservation(reservation_id, tokens, plan, period, self, headers, reply[7])
+        reservation = Reservation(
+            reservation_id, tokens, plan, period, self, headers, reply[7], reply[8]
+        )
         if plan.leased:
             self._live[reservation_id] = reservation
         return reservation

@@ -92,7 +92,9 @@ RESERVE = (
 -- ARGV: prefix, window (us), lease TTL (us), budget expiry (unix s), day, month, reservation
 --       id, tokens, scope count, (scope id, limits) per scope, then a settlement batch
 -- Reply: {1, requests limit, remaining, reset (us), tokens limit, remaining, reset (us),
---        admission time (us)}
+--        admission time (us), spare}
+--        where spare is how many more requests of this size every limit of every scope
+--        would still admit (2^31 - 1 when no limit counts requests or tokens that way)
 --        (limit -1: no such limit), or {0, scope number (1-based), kind, limit, used, retry (us)}
 --        with retry -1 when waiting cannot help (concurrency and budget retries are the
 --        caller's to work out)
@@ -178,6 +180,7 @@ for s = 1, scopes do
     if held >= c.conc then
       return refuse(s, 3, c.conc, held, 0)
     end
+    c.held = held
   end
   c.new_day = not fields[2]
   c.day_used, c.month_used = tonumber(fields[2] or '0'), tonumber(fields[3] or '0')
@@ -190,10 +193,20 @@ for s = 1, scopes do
   checked[s] = c
 end
 
-local reply = {1, -1, 0, 0, -1, 0, 0, now}
+local reply = {1, -1, 0, 0, -1, 0, 0, now, 2147483647}
 local requests_log, tokens_log  -- the logs of the scopes with the least remaining
+local per_request = math.max(need, 1)
+local function spare(left, size)
+  local more = math.floor(left / size)
+  if more < reply[9] then reply[9] = more end
+end
 for s = 1, scopes do
   local c = checked[s]
+  if c.rpm >= 0 then spare(c.rpm - c.count - 1, 1) end
+  if c.tpm >= 0 then spare(c.tpm - c.sum - need, per_request) end
+  if c.conc >= 0 then spare(c.conc - c.held - 1, 1) end
+  if c.per_day >= 0 then spare(c.per_day - c.day_used - need, per_request) end
+  if c.per_month >= 0 then spare(c.per_month - c.month_used - need, per_request) end
   local budgets = c.per_day >= 0 or c.per_month >= 0
   if c.log then
     redis.call('ZADD', c.log, now, id .. '|' .. need_text)

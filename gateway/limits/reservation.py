@@ -6,6 +6,7 @@ from enum import Enum
 from typing import Protocol
 
 from gateway.asgi import Headers
+from gateway.limits.estimate import MAX_TOKENS
 from gateway.limits.periods import Period
 from gateway.limits.plan import Plan, ScopeLimits
 
@@ -54,6 +55,7 @@ class Reservation:
         "period",
         "plan",
         "settled",
+        "spare",
         "tokens",
     )
 
@@ -66,6 +68,7 @@ class Reservation:
         owner: Settler | None,
         headers: Headers,
         admitted_at: int = 0,
+        spare: int | None = None,
     ) -> None:
         self.id = reservation_id
         self.tokens = tokens
@@ -74,7 +77,18 @@ class Reservation:
         self.owner = owner
         self.headers = headers
         self.admitted_at = admitted_at  # on the Redis server's clock (us), for its settlement
+        # How many more requests of this size the limits would admit right after this one
+        # (the shared limiter's count, None from the local one): see gateway/limits/early.py.
+        self.spare = spare
         self.settled = False
+
+    def settle(self, used_tokens: int) -> None:
+        """Replace the estimate by `used_tokens` and free the concurrency slots; safe to call
+        more than once (only the first counts)."""
+        if self.owner is None or self.settled:
+            return
+        self.settled = True
+        self.owner.release(self, min(max(0, used_tokens), MAX_TOKENS))
 
 
 class LimitExceeded(Exception):

@@ -24,11 +24,21 @@ class LimiterStats:
     unavailable: int = 0  # requests answered 503 because of that (closed)
     settle_failures: int = 0  # settlement batches that failed and were retried
     settlements_dropped: int = 0  # settlements given up on (their leases expire by TTL)
+    early_sent: int = 0  # requests sent upstream before Redis answered (gateway/limits/early.py)
+    early_refused: int = 0  # of those, refused by Redis (or by its failure policy)
 
     def refusal(self, limit: str, tenant: str) -> None:
         """`limit`: the Limits field that refused (requests_per_minute, ...)."""
         self.refused += 1
         metrics.rate_limit_rejected(limit, tenant)
+
+    def early(self) -> None:
+        self.early_sent += 1
+        metrics.rate_limit_early(refused=False)
+
+    def early_refusal(self) -> None:
+        self.early_refused += 1
+        metrics.rate_limit_early(refused=True)
 
     def reservation_failed(self) -> None:
         self.redis_failures += 1

@@ -77,6 +77,14 @@ RATE_LIMIT_REJECTIONS = Counter(
     "Requests refused with 429, by the limit that refused them and tenant.",
     ["limit", "tenant"],
 )
+RATE_LIMIT_EARLY = Counter(
+    PREFIX + "rate_limit_early_dispatches",
+    "Requests sent to vLLM before Redis admitted them, far from every limit (sent), and those "
+    "of them Redis then refused, cut off before the client saw an answer (refused).",
+    ["outcome"],
+)
+_EARLY_SENT = RATE_LIMIT_EARLY.labels("sent")
+_EARLY_REFUSED = RATE_LIMIT_EARLY.labels("refused")
 SAFETY_ACTIONS = Counter(
     PREFIX + "safety_actions",
     "Safety rule actions, by rule, direction (input/output) and action taken.",
@@ -156,6 +164,10 @@ def upstream_finished(replica: str, error: bool) -> None:
 def rate_limit_rejected(limit: str, tenant: str | None) -> None:
     """`limit`: the limit's name as the limiter knows it (requests_per_minute, ...)."""
     RATE_LIMIT_REJECTIONS.labels(_names(limit), _tenants(tenant)).inc()
+
+
+def rate_limit_early(refused: bool) -> None:
+    (_EARLY_REFUSED if refused else _EARLY_SENT).inc()
 
 
 def safety_action(rule: str, direction: str, action: str) -> None:

@@ -5,6 +5,9 @@ authenticate -> read and parse the body -> tenant policy (model) -> tenant isola
 upstream -> route (replica + adapter) -> upstream call -> relay (stream or whole; output
 safety, usage) -> settle. Metrics, the access log and the usage ledger see every request at
 the app's error boundary (gateway/app.py), rejected ones included.
+
+Far from every limit, the reservation's Redis round trip runs alongside the upstream call and
+is awaited before the answer's first byte instead (gateway/limits/early.py).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from gateway.context import RequestContext
 from gateway.isolation.fair_queue import FairQueue
 from gateway.isolation.upstream_fields import TenantIsolation, strip_client_fields
 from gateway.limits import (
+    Admission,
     Limiter,
-    Reservation,
     estimate_prompt_tokens,
     estimate_tokens,
     estimated_usage,
@@ -70,12 +73,14 @@ class InferencePipeline:
         self._isolate(request, principal)
         guard = await self._check_input(request, principal)
         access_log.log_prompt(ctx, request.body)
-        reservation = await self._reserve(ctx, principal, request)
+        admission = self._admit(principal, request)
         try:
+            if admission is not None and not admission.early:
+                await self._confirm(ctx, admission)  # far from the limits: in _proxy instead
             async with self._fair_share(ctx, principal):
-                await self._proxy(ctx, endpoint, request, target, guard, receive, send)
+                await self._proxy(ctx, endpoint, request, target, guard, receive, send, admission)
         finally:
-            self._settle(ctx, request, reservation)
+            self._settle(ctx, request, admission)
 
     def _isolate(self, request: InferenceRequest, principal: Principal | None) -> None:
         """vLLM's cache_salt and priority come from the tenant, never from the client."""
@@ -113,8 +118,10 @@ class InferencePipeline:
         guard: OutputGuard | None,
         receive: Receive,
         send: Send,
+        admission: Admission | None,
     ) -> None:
-        """Route to a replica (its adapter loaded), call it, relay the answer (output safety)."""
+        """Route to a replica (its adapter loaded), call it, relay the answer (output safety);
+        an early admission is confirmed before the answer's first byte."""
         body = upstream_body(request, target.upstream_name if target else None)
         lease = await self._router.acquire(target)
         ctx.replica = lease.url
@@ -127,6 +134,12 @@ class InferencePipeline:
                 metrics.upstream_finished(ctx.replica, error=True)
                 ctx.replica = lease.url
                 metrics.upstream_started(lease.url)
+            if admission is not None and admission.early:
+                try:
+                    await self._confirm(ctx, admission)
+                except BaseException:
+                    response.close()  # refused: vLLM aborts what it started
+                    raise
             rename = target.response_rename() if target else None
             if ctx.stream and response.status == 200:
                 await relay_stream(ctx, response, rename, guard, receive, send)
@@ -136,24 +149,26 @@ class InferencePipeline:
             lease.release()
             metrics.upstream_finished(lease.url, error=ctx.status == 0 or ctx.status >= 500)
 
-    async def _reserve(
-        self, ctx: RequestContext, principal: Principal | None, request: InferenceRequest
-    ) -> Reservation | None:
+    def _admit(self, principal: Principal | None, request: InferenceRequest) -> Admission | None:
         if principal is None:
             return None
-        estimate = estimate_tokens(request, self._default_max_tokens)
-        reservation = await self._limiter.reserve(principal, estimate)
-        ctx.extra_headers.extend(reservation.headers)
-        return reservation
+        return self._limiter.admit(principal, estimate_tokens(request, self._default_max_tokens))
 
+    @staticmethod
+    async def _confirm(ctx: RequestContext, admission: Admission) -> None:
+        """The limits' answer (a 429 or 503 raises), and its x-ratelimit-* headers."""
+        reservation = await admission.confirmed()
+        ctx.extra_headers.extend(reservation.headers)
+
+    @staticmethod
     def _settle(
-        self, ctx: RequestContext, request: InferenceRequest, reservation: Reservation | None
+        ctx: RequestContext, request: InferenceRequest, admission: Admission | None
     ) -> None:
         """Charge what the request really used: vLLM's usage, or what a cut stream relayed."""
         if ctx.usage is None and ctx.streamed_events:
             ctx.usage = estimated_usage(estimate_prompt_tokens(request), ctx.streamed_events)
-        if reservation is not None:
-            self._limiter.settle(reservation, tokens_used(ctx.usage))
+        if admission is not None:
+            admission.settle(tokens_used(ctx.usage))
 
     async def _authenticate(self, ctx: RequestContext, scope: Scope) -> Principal | None:
         if self._authenticator is None:

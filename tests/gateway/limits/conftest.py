@@ -3,10 +3,12 @@
 `make_limiter` builds a `Limiter` of the test's kind; Redis limiters share one key prefix per
 test, so several of them act like several gateway instances on one Redis. `own_redis` is a
 redis-server of the test's own, which the test may stop, restart (same port) or slow down.
+`gateways_on_redis` is several real gateway processes sharing one Redis (keys and limits).
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 import uuid
@@ -21,10 +23,12 @@ from gateway.limits import Limiter, open_limiter
 from gateway.settings import DefaultLimits, LimitsSettings, StoreSettings
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import ApiKey, Limits, Tenant
+from tests.fixtures.gateway import Gateway, start_gateway
 from tests.fixtures.processes import ServerProcess, free_port
 from tests.fixtures.redis import answers_ping, delete_prefixed_keys
 
 MakeLimiter = Callable[..., Awaitable[Limiter]]
+GATEWAYS = 3  # gateway processes on one Redis in `gateways_on_redis`
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -118,3 +122,38 @@ class RedisServer:
         if self._process is not None:
             self._process.stop()
             self._process = None
+
+
+@pytest.fixture
+def gateways_on_redis(
+    standin: ServerProcess, redis_url: str, tmp_path: Path
+) -> Iterator[list[Gateway]]:
+    prefix = f"test-{uuid.uuid4().hex}:"
+    shared = {
+        "store__redis_url": redis_url,
+        "store__redis_prefix": prefix,
+        "auth__key_hash_secret": "a-shared-secret-for-all-instances",
+        # this machine has 2 cores for 3 gateways, the stand-in and the load: keep Redis
+        # answers inside the timeout, so that no instance falls back to its local limiter
+        "limits__redis_timeout_s": "0.5",
+    }
+    started: list[Gateway] = []
+    try:
+        for index in range(GATEWAYS):
+            tenant = f"exact-{index}-{uuid.uuid4().hex[:8]}"
+            started.append(start_gateway(standin.url, tmp_path, tenant=tenant, **shared))
+        yield started
+    finally:
+        for gateway in started:
+            gateway.stop()
+        asyncio.run(delete_prefixed_keys(redis_url, prefix))
+
+
+def limited_key(gateway: Gateway, limits: dict[str, int]) -> str:
+    created = gateway.admin(
+        "POST",
+        "/keys",
+        json={"tenant_id": gateway.tenant_id, "name": "limited", "limits": limits},
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["secret"]

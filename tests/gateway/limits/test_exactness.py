@@ -8,58 +8,18 @@ fails saying so.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fixtures.gateway import Gateway, start_gateway
-from tests.fixtures.processes import ServerProcess
-from tests.fixtures.redis import delete_prefixed_keys
+from tests.fixtures.gateway import Gateway
+from tests.gateway.limits.conftest import GATEWAYS, limited_key
 
 pytestmark = pytest.mark.limits_e2e
-GATEWAYS = 3
 LIMIT = 120  # requests per minute for the key
 DEMAND = 2 * LIMIT  # all sent within a few seconds, so within one sliding minute
 CONCURRENCY = 24
 CHAT = {"model": "base", "messages": [{"role": "user", "content": "count"}], "max_tokens": 4}
-
-
-@pytest.fixture
-def gateways_on_redis(
-    standin: ServerProcess, redis_url: str, tmp_path: Path
-) -> Iterator[list[Gateway]]:
-    prefix = f"test-{uuid.uuid4().hex}:"
-    shared = {
-        "store__redis_url": redis_url,
-        "store__redis_prefix": prefix,
-        "auth__key_hash_secret": "a-shared-secret-for-all-instances",
-        # this machine has 2 cores for 3 gateways, the stand-in and the load: keep Redis
-        # answers inside the timeout, so that no instance falls back to its local limiter
-        "limits__redis_timeout_s": "0.5",
-    }
-    started: list[Gateway] = []
-    try:
-        for index in range(GATEWAYS):
-            tenant = f"exact-{index}-{uuid.uuid4().hex[:8]}"
-            started.append(start_gateway(standin.url, tmp_path, tenant=tenant, **shared))
-        yield started
-    finally:
-        for gateway in started:
-            gateway.stop()
-        asyncio.run(delete_prefixed_keys(redis_url, prefix))
-
-
-def limited_key(gateway: Gateway, limits: dict[str, int]) -> str:
-    created = gateway.admin(
-        "POST",
-        "/keys",
-        json={"tenant_id": gateway.tenant_id, "name": "limited", "limits": limits},
-    )
-    assert created.status_code == 201, created.text
-    return created.json()["secret"]
 
 
 async def send_all(gateways: list[Gateway], key: str, count: int) -> list[httpx.Response]:
