@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,6 +80,10 @@ class LoadClient(Protocol):
 
     def run(self, lanes: Sequence[Lane], workload: Workload) -> RunResult: ...
 
+    def run_paths(
+        self, lanes: dict[str, list[Lane]], workload: Workload
+    ) -> dict[str, RunResult]: ...
+
 
 def shares(concurrency: int, lanes: int) -> list[int]:
     """`concurrency` split over `lanes` as evenly as whole streams allow."""
@@ -126,14 +131,26 @@ class BenchServeClient:
         return argv
 
     def run(self, lanes: Sequence[Lane], workload: Workload) -> RunResult:
-        argvs = [
-            self.argv(lane, workload, streams, workload.seed + index)
+        return self.run_paths({"": list(lanes)}, workload)[""]
+
+    def run_paths(self, lanes: dict[str, list[Lane]], workload: Workload) -> dict[str, RunResult]:
+        """Every path's lanes at once, `workload.concurrency` streams per path (split evenly
+        over its lanes), one result per path: the paths share the server's every moment."""
+        runs = [
+            (path, self.argv(lane, workload, streams, workload.seed + index))
+            for path, path_lanes in lanes.items()
             for index, (lane, streams) in enumerate(
-                zip(lanes, shares(workload.concurrency, len(lanes)), strict=True)
+                zip(path_lanes, shares(workload.concurrency, len(path_lanes)), strict=True),
+                start=len(path_lanes) * list(lanes).index(path),
             )
         ]
-        results = asyncio.run(self._run_all(argvs))
-        return self._merged(results)
+        results = asyncio.run(self._run_all([argv for _, argv in runs]))
+        return {
+            path: self._merged(
+                [result for (of, _), result in zip(runs, results, strict=True) if of == path]
+            )
+            for path in lanes
+        }
 
     async def _run_all(self, argvs: list[list[str]]) -> list[dict[str, Any]]:
         runs = [self._serve.main_async(self._parser.parse_args(argv)) for argv in argvs]
@@ -177,6 +194,18 @@ class StreamsClient:
         self._seconds = seconds
 
     def run(self, lanes: Sequence[Lane], workload: Workload) -> RunResult:
+        return self.run_paths({"": list(lanes)}, workload)[""]
+
+    def run_paths(self, lanes: dict[str, list[Lane]], workload: Workload) -> dict[str, RunResult]:
+        """Each path's streams from a thread of its own, all started together."""
+        with ThreadPoolExecutor(len(lanes)) as pool:
+            futures = {
+                path: pool.submit(self._run_path, path_lanes, workload)
+                for path, path_lanes in lanes.items()
+            }
+            return {path: future.result() for path, future in futures.items()}
+
+    def _run_path(self, lanes: Sequence[Lane], workload: Workload) -> RunResult:
         from bench import streams
         from bench.servers import Target
 

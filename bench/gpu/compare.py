@@ -7,11 +7,14 @@ and write the results: the measuring part of the GPU benchmark.
 bench/gpu/device_run.sh runs it on the GPU machine (and here against the stand-in, DRY_RUN=1).
 It imports the load client first, while the servers are still starting, then waits for both,
 makes the tenants of bench/gpu/tenants.json (one LoRA adapter each), warms each path up, and
-measures each concurrency `--repeats` times on both paths, back to back, the order alternating
-(direct first, then the gateway first), so both see the server in the same states. The direct
-path sends the same lanes with the adapter names the gateway would have routed to. Every run
-draws its own random prompts (its own seed), so vLLM's prefix cache cannot favour the path
-measured second. Each run also records what the servers saw (bench/gpu/server_side.py).
+measures each concurrency `--repeats` times in paired runs: the direct lanes and the gateway
+lanes at once, each path with that many streams of its own (so vLLM carries twice as many).
+Both paths then share every moment of the server (its batch, its queue, its prefix cache),
+which sequential runs cannot give: vLLM's own TTFT moved by 20% and more between two direct
+runs back to back (bench/results/gpu-bench-sequential*.md). The direct path sends the same
+lanes with the adapter names the gateway would have routed to; every lane draws its own
+random prompts (its own seed), so the prefix cache favours neither. Each run also records what
+the servers saw (bench/gpu/server_side.py).
 """
 
 from __future__ import annotations
@@ -51,16 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     client = _warm_up(client, paths, args)
 
-    runs = []
+    runs: list[PathRun] = []
     seed = 1000
-    for level, concurrency in enumerate(args.concurrency):
-        for repeat in range(args.repeats):
-            for path in _order(paths, level + repeat):
-                seed += len(paths[path])
-                _log(f"{concurrency} streams, {path}")
-                run = _measure(client, args, path, paths[path], _workload(args, concurrency, seed))
-                if run is not None:
-                    runs.append(run)
+    for concurrency in args.concurrency:
+        for _ in range(args.repeats):
+            seed += sum(len(lanes) for lanes in paths.values())
+            _log(f"{concurrency} streams per path, both paths at once")
+            runs += _measure(client, args, paths, _workload(args, concurrency, seed))
 
     expected = len(args.concurrency) * args.repeats * len(paths)
     goals = [
@@ -75,34 +75,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(goal.passed for goal in goals) else 1
 
 
-def _order(paths: dict[str, list[Lane]], turn: int) -> list[str]:
-    """Direct first on even turns, the gateway first on odd ones: neither path always meets
-    the server fresh from idle or right after the other's load."""
-    names = list(paths)
-    return names if turn % 2 == 0 else names[::-1]
-
-
 def _measure(
-    client: LoadClient, args: argparse.Namespace, path: str, lanes: list[Lane], load: Workload
-) -> PathRun | None:
+    client: LoadClient, args: argparse.Namespace, paths: dict[str, list[Lane]], load: Workload
+) -> list[PathRun]:
+    """One paired run: each path's own streams, all at once. vLLM's figures cover both paths;
+    the gateway's (CPU, access log) are the gateway row's."""
     start = server_side.mark(args.upstream, args.gateway_log)
     cpu_before = tree_cpu_seconds(args.gateway_pid)
     try:
-        result = client.run(lanes, load)
+        results = client.run_paths(paths, load)
     except Exception:
         # One broken run must not cost the others, on a machine lent for minutes.
         traceback.print_exc()
-        return None
+        return []
     cpu_s = tree_cpu_seconds(args.gateway_pid) - cpu_before
-    servers = server_side.since(
-        start, args.upstream, args.gateway_log if path == "gateway" else None
-    )
-    _log(
-        f"  {result.output_tokens_per_s:,.0f} tok/s, TTFT p50 {result.ttft_p50_ms:.1f} ms,"
-        f" {result.requests} requests, {result.failed} failed; servers: "
-        + ", ".join(f"{name} {value:.1f}" for name, value in servers.items() if value is not None)
-    )
-    return PathRun(path, load.concurrency, result, cpu_s, servers)
+    servers = server_side.since(start, args.upstream, args.gateway_log)
+    shared = {name: value for name, value in servers.items() if name.startswith("vllm_")}
+    runs = []
+    for path, result in results.items():
+        ours = path == "gateway"
+        runs.append(
+            PathRun(
+                path, load.concurrency, result, cpu_s if ours else None, servers if ours else shared
+            )
+        )
+        _log(
+            f"  {path}: {result.output_tokens_per_s:,.0f} tok/s, TTFT p50 {result.ttft_p50_ms:.1f}"
+            f" ms, {result.requests} requests, {result.failed} failed"
+        )
+    _log("  servers: " + ", ".join(f"{k} {v:.1f}" for k, v in servers.items() if v is not None))
+    return runs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "--repeats",
         type=int,
         default=2,
-        help="runs per path and concurrency, the order alternating (default 2)",
+        help="paired runs per concurrency (default 2)",
     )
     parser.add_argument(
         "--gateway-log",

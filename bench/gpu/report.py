@@ -29,12 +29,14 @@ class PathRun:
     path: str
     concurrency: int
     result: RunResult
-    gateway_cpu_s: float
+    gateway_cpu_s: float | None  # None on the direct path of a paired run
     servers: dict[str, float | None] = field(default_factory=dict)  # bench/gpu/server_side.py
 
     @property
-    def gateway_cpu_cores(self) -> float:
-        return self.gateway_cpu_s / self.result.duration_s if self.result.duration_s else 0.0
+    def gateway_cpu_cores(self) -> float | None:
+        if self.gateway_cpu_s is None or not self.result.duration_s:
+            return None
+        return self.gateway_cpu_s / self.result.duration_s
 
 
 def evaluate(runs: list[PathRun]) -> list[Goal]:
@@ -107,9 +109,9 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
             if isinstance(value, dict)
         ),
         "",
-        "| streams | path | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms "
-        "| requests | failed | gateway CPU (cores) | vLLM TTFT mean ms | vLLM queue mean ms "
-        "| gateway TTFT p50 ms | gateway overhead p50 / p99 ms |",
+        "| streams per path | path | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms "
+        "| ITL p99 ms | requests | failed | gateway CPU (cores) | vLLM TTFT mean ms "
+        "| vLLM queue mean ms | gateway TTFT p50 ms | gateway overhead p50 / p99 ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -122,7 +124,7 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
             f"{result.itl_p99_ms:.2f}",
             f"{result.requests:,}",
             f"{result.failed:,}",
-            f"{run.gateway_cpu_cores:.2f}",
+            "-" if run.gateway_cpu_cores is None else f"{run.gateway_cpu_cores:.2f}",
             _server_figure(run, "vllm_ttft_mean_ms"),
             _server_figure(run, "vllm_queue_mean_ms"),
             _server_figure(run, "gateway_ttft_p50_ms"),
@@ -133,9 +135,9 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
         lines.append(f"| {run.concurrency} | {PATH_LABELS[run.path]} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| streams | runs per path | gateway output tok/s, % of direct | TTFT p50 added ms "
-        "| TTFT p99 added ms | ITL p50 added ms | ITL p99 added ms | vLLM TTFT mean added ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| streams per path | paired runs | gateway output tok/s, % of direct "
+        "| TTFT p50 added ms | TTFT p99 added ms | ITL p50 added ms | ITL p99 added ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for level in _levels(runs):
         ours, theirs = level.gateway, level.direct
@@ -146,22 +148,23 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
             f"{ours.ttft_p99_ms - theirs.ttft_p99_ms:+.1f}",
             f"{ours.itl_p50_ms - theirs.itl_p50_ms:+.2f}",
             f"{ours.itl_p99_ms - theirs.itl_p99_ms:+.2f}",
-            _difference(ours.vllm_ttft_mean_ms, theirs.vllm_ttft_mean_ms),
         ]
         lines.append(f"| {level.concurrency} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "TTFT: to the first chunk with a choice (`vllm bench serve`) or with content "
-        "(bench/streams.py); ITL: the gap between consecutive chunks of a request after that "
-        "one, over every request of the run. Output tok/s: tokens generated (each stream's "
-        "usage; with bench/streams.py, completed streams x output tokens) over the run's wall "
-        "time. Gateway CPU: CPU seconds of the gateway's process tree during the run over its "
-        "wall time (on the direct path: its idle cost). Server-side columns "
+        "Paired runs: in each, the direct lanes and the gateway lanes run at the same time, "
+        "each path with the stated number of streams (vLLM carries twice as many), so both "
+        "paths meet the same server state. TTFT: to the first chunk with a choice (`vllm bench "
+        "serve`) or with content (bench/streams.py); ITL: the gap between consecutive chunks "
+        "of a request after that one, over every request of the run. Output tok/s: tokens "
+        "generated on that path (each stream's usage; with bench/streams.py, completed streams "
+        "x output tokens) over its wall time. Gateway CPU: CPU seconds of the gateway's "
+        "process tree during the run over its wall time. Server-side columns "
         "(bench/gpu/server_side.py): vLLM's own mean TTFT and queue time over the run's "
-        "requests (its histograms, scraped before and after the run); the gateway's TTFT "
-        "(arrival to first event sent) and overhead (its own time before the upstream call) "
-        "from its access log. The comparison averages each path's repeated runs; the order of "
-        "the paths alternates from one repeat to the next.",
+        "requests, both paths together (its histograms, scraped before and after the run); "
+        "the gateway's TTFT (arrival to first event sent) and overhead (its own time before "
+        "the upstream call) from its access log. The comparison averages each path's figures "
+        "over the paired runs.",
         "",
         "## Targets",
         "",
@@ -180,22 +183,15 @@ class PathMean:
     ttft_p99_ms: float
     itl_p50_ms: float
     itl_p99_ms: float
-    vllm_ttft_mean_ms: float | None
 
     @classmethod
     def of(cls, runs: list[PathRun]) -> PathMean:
-        vllm_ttfts = [
-            run.servers["vllm_ttft_mean_ms"]
-            for run in runs
-            if run.servers.get("vllm_ttft_mean_ms") is not None
-        ]
         return cls(
             output_tokens_per_s=mean(run.result.output_tokens_per_s for run in runs),
             ttft_p50_ms=mean(run.result.ttft_p50_ms for run in runs),
             ttft_p99_ms=mean(run.result.ttft_p99_ms for run in runs),
             itl_p50_ms=mean(run.result.itl_p50_ms for run in runs),
             itl_p99_ms=mean(run.result.itl_p99_ms for run in runs),
-            vllm_ttft_mean_ms=mean(vllm_ttfts) if vllm_ttfts else None,
         )
 
 
@@ -229,7 +225,3 @@ def _levels(runs: list[PathRun]) -> list[Level]:
 def _server_figure(run: PathRun, name: str, digits: int = 1) -> str:
     value = run.servers.get(name)
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _difference(ours: float | None, theirs: float | None) -> str:
-    return "-" if ours is None or theirs is None else f"{ours - theirs:+.1f}"
