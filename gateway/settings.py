@@ -48,7 +48,12 @@ class UpstreamSettings(BaseModel):
     )
     stream_idle_timeout_s: float = Field(60.0, gt=0, description="max gap between stream reads")
     max_connections: int = Field(1000, ge=1)
-    keepalive_timeout_s: float = Field(30.0, gt=0)
+    keepalive_timeout_s: float = Field(
+        4.0,
+        gt=0,
+        description="idle pooled connections to vLLM are closed after this; keep it below "
+        "vLLM's own keep-alive timeout (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s by default)",
+    )
 
 
 class StoreSettings(BaseModel):

@@ -4,6 +4,6 @@ pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.standin",
     "tests.fixtures.real_vllm",
-    "tests.fixtures.gateway",
     "tests.fixtures.redis",
+    "tests.fixtures.gateway",
 ]

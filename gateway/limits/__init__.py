@@ -96,6 +96,7 @@ class Limiter:
         try:
             reservation = await self._backend.acquire(plan, next(self._ids), tokens, period)
         except LimitExceeded as exceeded:
+            self._rooms.get(plan.script_args).room = 0  # at a limit: wait for Redis again
             self.stats.refusal(exceeded.kind.field_name, principal.tenant.name)
             raise limit_error(exceeded, period) from None
         self._rooms.get(plan.script_args).update(reservation)

@@ -51,6 +51,8 @@ class SpareRoom:
 
 
 class SpareRooms:
+    """One `SpareRoom` per set of limits (a plan's scopes and their limits)."""
+
     def __init__(self) -> None:
         self._rooms: dict[tuple[str, ...], SpareRoom] = {}
 

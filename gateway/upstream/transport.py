@@ -6,12 +6,19 @@ used only off the hot path (CLI, admin calls, tests).
 
 Timeouts: connecting, then the first byte (the response headers; a non-streamed answer arrives
 whole, so this bounds the whole generation), then for streams the gap between two reads.
+
+Stale connections: vLLM's server closes a keep-alive connection after 5 s idle. A request
+sent on a pooled connection just as vLLM closes it is lost unanswered (aiohttp raises
+ServerDisconnectedError), which a burst after a quiet spell hits by the dozen. So the pool
+drops idle connections before vLLM does (`keepalive_timeout_s`, 4 s), and a request whose
+connection closed before any answer came is sent once more, on another connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import aiohttp
 import orjson
@@ -109,12 +116,16 @@ class UpstreamTransport:
         timeout: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
         assert self._session is not None, "transport used before start()"
+        send = partial(
+            self._session.request, method, url, data=body, headers=headers, timeout=timeout
+        )
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._settings.first_byte_timeout_s):
-                return await self._session.request(
-                    method, url, data=body, headers=headers, timeout=timeout
-                )
+                try:
+                    return await send()
+                except aiohttp.ServerDisconnectedError:  # a stale pooled connection: once more
+                    return await send()
         except (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError, TimeoutError):
             raise upstream_timeout("no response in time") from None
         except aiohttp.ClientConnectorError as exc:

@@ -8,7 +8,6 @@ redis-server of the test's own, which the test may stop, restart (same port) or 
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 import uuid
@@ -23,7 +22,7 @@ from gateway.limits import Limiter, open_limiter
 from gateway.settings import DefaultLimits, LimitsSettings, StoreSettings
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import ApiKey, Limits, Tenant
-from tests.fixtures.gateway import Gateway, start_gateway
+from tests.fixtures.gateway import Gateway, gateways_sharing_redis
 from tests.fixtures.processes import ServerProcess, free_port
 from tests.fixtures.redis import answers_ping, delete_prefixed_keys
 
@@ -128,32 +127,5 @@ class RedisServer:
 def gateways_on_redis(
     standin: ServerProcess, redis_url: str, tmp_path: Path
 ) -> Iterator[list[Gateway]]:
-    prefix = f"test-{uuid.uuid4().hex}:"
-    shared = {
-        "store__redis_url": redis_url,
-        "store__redis_prefix": prefix,
-        "auth__key_hash_secret": "a-shared-secret-for-all-instances",
-        # this machine has 2 cores for 3 gateways, the stand-in and the load: keep Redis
-        # answers inside the timeout, so that no instance falls back to its local limiter
-        "limits__redis_timeout_s": "0.5",
-    }
-    started: list[Gateway] = []
-    try:
-        for index in range(GATEWAYS):
-            tenant = f"exact-{index}-{uuid.uuid4().hex[:8]}"
-            started.append(start_gateway(standin.url, tmp_path, tenant=tenant, **shared))
-        yield started
-    finally:
-        for gateway in started:
-            gateway.stop()
-        asyncio.run(delete_prefixed_keys(redis_url, prefix))
-
-
-def limited_key(gateway: Gateway, limits: dict[str, int]) -> str:
-    created = gateway.admin(
-        "POST",
-        "/keys",
-        json={"tenant_id": gateway.tenant_id, "name": "limited", "limits": limits},
-    )
-    assert created.status_code == 201, created.text
-    return created.json()["secret"]
+    with gateways_sharing_redis(standin.url, redis_url, tmp_path, GATEWAYS) as gateways:
+        yield gateways

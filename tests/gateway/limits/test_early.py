@@ -12,9 +12,9 @@ from gateway.errors import GatewayError
 from gateway.limits import Limiter, open_limiter
 from gateway.settings import LimitsSettings, StoreSettings
 from gateway.tenancy.models import Limits
-from tests.fixtures.gateway import Gateway
+from tests.fixtures.gateway import Gateway, limited_key
 from tests.fixtures.metrics import metric_value
-from tests.gateway.limits.conftest import MakeLimiter, limited_key, principal
+from tests.gateway.limits.conftest import MakeLimiter, principal
 from tests.gateway.limits.test_semantics import until
 
 EARLY = "vllm_gateway_rate_limit_early_dispatches_total"
@@ -90,6 +90,7 @@ async def test_early_request_refused_when_another_instance_took_the_room(
         await early.confirmed()
     assert refused.value.status == 429 and refused.value.code == "rate_limit_exceeded"
     assert here.stats.early_refused == 1 and here.stats.refused == 1
+    assert not here.admit(who, 1).early  # refused once: the next one waits for Redis again
 
 
 async def test_early_reservation_settled_when_it_lands_after_the_client_left(

@@ -12,8 +12,8 @@ import asyncio
 import httpx
 import pytest
 
-from tests.fixtures.gateway import Gateway
-from tests.gateway.limits.conftest import GATEWAYS, limited_key
+from tests.fixtures.gateway import Gateway, limited_key
+from tests.gateway.limits.conftest import GATEWAYS
 
 pytestmark = pytest.mark.limits_e2e
 LIMIT = 120  # requests per minute for the key
