@@ -27,14 +27,12 @@ import json
 import math
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import httpx
 from matplotlib.figure import Figure
@@ -47,8 +45,7 @@ from bench.measures import PlainResult, StreamResult, tree_cpu_seconds
 from bench.phases import BenchSettings
 from bench.report import number, ratio
 from bench.rss import tree_rss_kib
-from bench.servers import MODEL, Target, set_token_delay
-from tests.fixtures.processes import free_port, running_server
+from bench.servers import Target, set_token_delay, start_litellm, stop_on_sigterm
 
 RESULTS_DIR = Path(__file__).with_name("results")
 LABELS = {
@@ -185,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_requests=0,
         rss_samples=0,
     )
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stop_on_sigterm()
     context: dict[str, object] = {
         "command": shlex.join([".venv/bin/python", "-m", "bench.full", *argv]),
         "machine": machine.describe(),
@@ -209,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gateway-full": full.target,
                 "gateway-strict": strict.target,
                 "gateway-off": full_pipeline.start_off(workdir, first.url, stack),
-                "litellm": _litellm(workdir, first.url, stack),
+                "litellm": start_litellm(workdir, first.url, stack),
             }
             _check_answers(paths, settings.plain_body())
             results = run_phases(paths, [first.url, second.url], settings, seconds)
@@ -227,22 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     _plot(results, args.out_dir / "full.png")
     print("\n".join(verdict.line() for verdict in verdicts))
     return 0 if all(verdict.passed for verdict in verdicts) else 1
-
-
-def _litellm(workdir: Path, upstream: str, stack: ExitStack) -> Target:
-    port = free_port()
-    config = litellm_peer.write_config(workdir, upstream, MODEL)
-    peer = stack.enter_context(
-        running_server(
-            litellm_peer.argv(config, port),
-            port,
-            workdir / "litellm.log",
-            ready_path=litellm_peer.READY_PATH,
-            env=litellm_peer.ENV,
-            timeout=180.0,
-        )
-    )
-    return Target("litellm", peer.url, f"Bearer {litellm_peer.MASTER_KEY}", peer.process.pid)
 
 
 def _check_answers(paths: dict[str, Target], body: bytes) -> None:
@@ -439,10 +420,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
     return parser
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

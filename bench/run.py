@@ -37,16 +37,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
 
 from bench import goals, litellm_peer, loadgen, machine, report
 from bench.phases import BenchSettings, check_answers, run_all
-from bench.servers import GatewayOptions, running_paths
+from bench.servers import GatewayOptions, running_paths, stop_on_sigterm
 from tests.fixtures.processes import REPO_ROOT
 
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -60,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings(args)
     gateway = GatewayOptions(extra_args=args.gateway_arg, env=dict(args.gateway_env))
     # SIGTERM would end the harness without unwinding; as SystemExit, `finally` stops children.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stop_on_sigterm()
 
     context = {
         "command": shlex.join([_repo_relative(sys.executable), "-m", "bench.run", *argv]),
@@ -156,10 +154,6 @@ def _repo_relative(path: str) -> str:
     """Paths inside the repository are shown relative to it, so the command can be pasted."""
     absolute = Path(path).absolute()
     return str(absolute.relative_to(REPO_ROOT)) if absolute.is_relative_to(REPO_ROOT) else path
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ each is stopped by its PID when the `running_paths` block ends, errors and Ctrl-
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 
@@ -98,25 +100,38 @@ def running_paths(
             )
         )
         gateway_key = gateway_tenant.create_key(ours.url, MODEL)
-        port = free_port()
-        config = litellm_peer.write_config(workdir, upstream.url, MODEL)
-        peer = stack.enter_context(
-            running_server(
-                litellm_peer.argv(config, port),
-                port,
-                workdir / "litellm.log",
-                ready_path=litellm_peer.READY_PATH,
-                env=litellm_peer.ENV,
-                timeout=180.0,
-            )
-        )
         yield {
             "direct": Target("direct", upstream.url, None, upstream.process.pid),
             "gateway": Target("gateway", ours.url, f"Bearer {gateway_key}", ours.process.pid),
-            "litellm": Target(
-                "litellm", peer.url, f"Bearer {litellm_peer.MASTER_KEY}", peer.process.pid
-            ),
+            "litellm": start_litellm(workdir, upstream.url, stack),
         }
+
+
+def start_litellm(workdir: Path, upstream_url: str, stack: ExitStack) -> Target:
+    """LiteLLM's proxy in front of `upstream_url`, stopped when `stack` closes."""
+    port = free_port()
+    config = litellm_peer.write_config(workdir, upstream_url, MODEL)
+    peer = stack.enter_context(
+        running_server(
+            litellm_peer.argv(config, port),
+            port,
+            workdir / "litellm.log",
+            ready_path=litellm_peer.READY_PATH,
+            env=litellm_peer.ENV,
+            timeout=180.0,
+        )
+    )
+    return Target("litellm", peer.url, f"Bearer {litellm_peer.MASTER_KEY}", peer.process.pid)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end the benchmark like Ctrl-C does: as an exception, so every `with`
+    block still stops the servers it started."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
 
 
 def set_token_delay(standin_url: str, milliseconds: float) -> None:

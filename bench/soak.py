@@ -21,14 +21,12 @@ import asyncio
 import json
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import aiohttp
 import orjson
@@ -36,7 +34,7 @@ from matplotlib.figure import Figure
 
 from bench import full_pipeline, machine
 from bench.rss import _descendants_and_self, tree_rss_kib
-from bench.servers import MODEL, Target, set_token_delay
+from bench.servers import MODEL, Target, set_token_delay, stop_on_sigterm
 
 RESULTS_DIR = Path(__file__).with_name("results")
 SAMPLE_EVERY_S = 10.0
@@ -161,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.minutes * 60 <= WARMUP_S:
         raise SystemExit("--minutes must be longer than the 1-minute warm-up")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stop_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     print(f"{time.strftime('%H:%M:%S')}  starting; server logs in {workdir}", flush=True)
     try:
@@ -293,10 +291,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
     return parser
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -136,13 +136,16 @@ class BenchServeClient:
     def run_paths(self, lanes: dict[str, list[Lane]], workload: Workload) -> dict[str, RunResult]:
         """Every path's lanes at once, `workload.concurrency` streams per path (split evenly
         over its lanes), one result per path: the paths share the server's every moment."""
-        runs = [
-            (path, self.argv(lane, workload, streams, workload.seed + index))
+        streams = [
+            (path, lane, count)
             for path, path_lanes in lanes.items()
-            for index, (lane, streams) in enumerate(
-                zip(path_lanes, shares(workload.concurrency, len(path_lanes)), strict=True),
-                start=len(path_lanes) * list(lanes).index(path),
+            for lane, count in zip(
+                path_lanes, shares(workload.concurrency, len(path_lanes)), strict=True
             )
+        ]
+        runs = [
+            (path, self.argv(lane, workload, count, workload.seed + index))
+            for index, (path, lane, count) in enumerate(streams)
         ]
         results = asyncio.run(self._run_all([argv for _, argv in runs]))
         return {

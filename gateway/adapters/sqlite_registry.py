@@ -8,12 +8,12 @@ write transactions that take the file's lock up front.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 import orjson
 
 from gateway.adapters.models import AdapterRecord, adapter_from_dict, adapter_to_dict
+from gateway.sqlite import SqliteFile
 from gateway.tenancy.store import Conflict, NotFound
 
 SCHEMA = """
@@ -26,29 +26,15 @@ CREATE TABLE IF NOT EXISTS lora_adapters (
 
 class SqliteAdapterRegistry:
     def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(SCHEMA)
+        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
 
     def _write(self, sql: str, parameters: tuple[str, ...]) -> int:
         """One statement in its own write transaction; returns the rows it changed."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                changed = self._db.execute(sql, parameters).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return changed
+        with self._file.transaction() as db:
+            return db.execute(sql, parameters).rowcount
 
     def _read(self, sql: str, parameters: tuple[str, ...] = ()) -> list[AdapterRecord]:
-        with self._lock:
-            rows = self._db.execute(sql, parameters).fetchall()
+        rows = self._file.read(sql, parameters)
         return [adapter_from_dict(orjson.loads(doc)) for (doc,) in rows]
 
     async def create(self, record: AdapterRecord) -> None:
@@ -76,8 +62,7 @@ class SqliteAdapterRegistry:
             raise NotFound(f"no adapter {name!r}")
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
 
 def _dump(record: AdapterRecord) -> str:

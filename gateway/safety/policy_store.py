@@ -7,8 +7,6 @@ tenancy store's invalidation channel and each instance reloads them.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from gateway.safety.policy import PolicySpec
+from gateway.sqlite import SqliteFile
 
 if TYPE_CHECKING:
     from gateway.settings import StoreSettings
@@ -68,53 +67,32 @@ class SqlitePolicyStore:
     """A table in the gateway's SQLite file; admin writes only, so calls stay synchronous."""
 
     def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute(SCHEMA)
+        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
 
     async def load_all(self) -> list[StoredPolicy]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, doc FROM safety_policies ORDER BY name"
-            ).fetchall()
+        rows = self._file.read("SELECT name, doc FROM safety_policies ORDER BY name")
         return [StoredPolicy.from_document(name, doc) for name, doc in rows]
 
     async def get(self, name: str) -> StoredPolicy | None:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT doc FROM safety_policies WHERE name = ?", (name,)
-            ).fetchall()
+        rows = self._file.read("SELECT doc FROM safety_policies WHERE name = ?", (name,))
         return StoredPolicy.from_document(name, rows[0][0]) if rows else None
 
     async def put(self, name: str, spec: PolicySpec) -> tuple[StoredPolicy, bool]:
         policy = StoredPolicy(name, spec, time.time())
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                existed = self._db.execute(
-                    "SELECT 1 FROM safety_policies WHERE name = ?", (name,)
-                ).fetchall()
-                self._db.execute(
-                    "INSERT OR REPLACE INTO safety_policies (name, updated_at, doc) "
-                    "VALUES (?, ?, ?)",
-                    (name, policy.updated_at, policy.document().decode()),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._file.transaction() as db:
+            existed = db.execute("SELECT 1 FROM safety_policies WHERE name = ?", (name,)).fetchall()
+            db.execute(
+                "INSERT OR REPLACE INTO safety_policies (name, updated_at, doc) VALUES (?, ?, ?)",
+                (name, policy.updated_at, policy.document().decode()),
+            )
         return policy, not existed
 
     async def delete(self, name: str) -> bool:
-        with self._lock:
-            cursor = self._db.execute("DELETE FROM safety_policies WHERE name = ?", (name,))
-        return cursor.rowcount > 0
+        with self._file.transaction() as db:
+            return db.execute("DELETE FROM safety_policies WHERE name = ?", (name,)).rowcount > 0
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
 
 class RedisPolicyStore:

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import orjson
 
+from gateway.sqlite import SqliteFile
 from gateway.tenancy.models import (
     ApiKey,
     AuditEntry,
@@ -97,43 +94,17 @@ class SqliteStore:
     """The `Store` in one SQLite file, shared by the workers of one host."""
 
     def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._lock = threading.Lock()
         self._local_handlers: list[InvalidationHandler] = []
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode = WAL")
-        # In WAL mode NORMAL cannot corrupt the file; it only may lose the last commits on a
-        # power cut, and saves an fsync per touch_keys batch.
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.executescript(SCHEMA)
+        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
 
     @property
     def path(self) -> Path:
         return self._path
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taking the file's write lock up front (no upgrade deadlock)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, parameters).fetchall()
-
     async def create_tenant(self, tenant: Tenant) -> None:
         try:
-            with self._transaction() as db:
+            with self._file.transaction() as db:
                 db.execute(
                     "INSERT INTO tenants (id, name, created_at, doc) VALUES (?, ?, ?, ?)",
                     (tenant.id, tenant.name, tenant.created_at, _dump(tenant)),
@@ -142,16 +113,16 @@ class SqliteStore:
             raise Conflict(f"a tenant with id {tenant.id!r} or this name exists") from error
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        rows = self._read("SELECT doc FROM tenants WHERE id = ?", (tenant_id,))
+        rows = self._file.read("SELECT doc FROM tenants WHERE id = ?", (tenant_id,))
         return tenant_from_dict(orjson.loads(rows[0][0])) if rows else None
 
     async def list_tenants(self) -> list[Tenant]:
-        rows = self._read("SELECT doc FROM tenants ORDER BY created_at, id")
+        rows = self._file.read("SELECT doc FROM tenants ORDER BY created_at, id")
         return [tenant_from_dict(orjson.loads(doc)) for (doc,) in rows]
 
     async def update_tenant(self, tenant: Tenant) -> None:
         try:
-            with self._transaction() as db:
+            with self._file.transaction() as db:
                 updated = db.execute(
                     "UPDATE tenants SET name = ?, created_at = ?, doc = ? WHERE id = ?",
                     (tenant.name, tenant.created_at, _dump(tenant), tenant.id),
@@ -163,7 +134,7 @@ class SqliteStore:
 
     async def delete_tenant(self, tenant_id: str) -> None:
         revoked_at = time.time()
-        with self._transaction() as db:
+        with self._file.transaction() as db:
             if not db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,)).rowcount:
                 raise NotFound(f"no tenant {tenant_id!r}")
             keys = db.execute("SELECT id, doc FROM api_keys WHERE tenant_id = ?", (tenant_id,))
@@ -178,7 +149,7 @@ class SqliteStore:
 
     async def create_key(self, key: ApiKey) -> None:
         try:
-            with self._transaction() as db:
+            with self._file.transaction() as db:
                 tenant = db.execute("SELECT 1 FROM tenants WHERE id = ?", (key.tenant_id,))
                 if tenant.fetchone() is None:
                     raise NotFound(f"no tenant {key.tenant_id!r}")
@@ -192,11 +163,11 @@ class SqliteStore:
             raise Conflict(f"a key with id {key.id!r} or this secret exists") from error
 
     async def get_key(self, key_id: str) -> ApiKey | None:
-        rows = self._read("SELECT doc, last_used_at FROM api_keys WHERE id = ?", (key_id,))
+        rows = self._file.read("SELECT doc, last_used_at FROM api_keys WHERE id = ?", (key_id,))
         return _load_key(*rows[0]) if rows else None
 
     async def find_key_by_hash(self, secret_hash: str) -> ApiKey | None:
-        rows = self._read(
+        rows = self._file.read(
             "SELECT k.doc, k.last_used_at FROM key_hashes AS h "
             "JOIN api_keys AS k ON k.id = h.key_id WHERE h.hash = ?",
             (secret_hash,),
@@ -207,7 +178,7 @@ class SqliteStore:
         self, tenant_id: str | None = None, offset: int = 0, limit: int = 100
     ) -> list[ApiKey]:
         where, values = ("", ()) if tenant_id is None else ("WHERE tenant_id = ?", (tenant_id,))
-        rows = self._read(
+        rows = self._file.read(
             f"SELECT doc, last_used_at FROM api_keys {where} "
             "ORDER BY created_at, id LIMIT ? OFFSET ?",
             (*values, limit, offset),
@@ -216,7 +187,7 @@ class SqliteStore:
 
     async def update_key(self, key: ApiKey) -> None:
         try:
-            with self._transaction() as db:
+            with self._file.transaction() as db:
                 updated = db.execute(
                     "UPDATE api_keys SET tenant_id = :tenant_id, created_at = :created_at, "
                     f"doc = :doc, {ADVANCE_LAST_USED} WHERE id = :id",
@@ -236,7 +207,7 @@ class SqliteStore:
             raise Conflict("another key has this secret") from error
 
     async def touch_keys(self, last_used: dict[str, float]) -> None:
-        with self._transaction() as db:
+        with self._file.transaction() as db:
             db.executemany(
                 f"UPDATE api_keys SET {ADVANCE_LAST_USED} WHERE id = :id",
                 [{"id": key_id, "at": at} for key_id, at in last_used.items()],
@@ -244,7 +215,7 @@ class SqliteStore:
 
     async def append_audit(self, entry: AuditEntry) -> None:
         try:
-            with self._transaction() as db:
+            with self._file.transaction() as db:
                 db.execute(
                     "INSERT INTO audit (id, at, target_id, action, doc) VALUES (?, ?, ?, ?, ?)",
                     (entry.id, entry.at, entry.target_id, entry.action, _dump(entry)),
@@ -263,13 +234,13 @@ class SqliteStore:
         clauses = [clause for clause, value in filters if value is not None]
         values = tuple(value for _, value in filters if value is not None)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._read(
+        rows = self._file.read(
             f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ?", (*values, limit)
         )
         return [audit_from_dict(orjson.loads(doc)) for (doc,) in rows]
 
     async def publish_invalidation(self) -> None:
-        with self._transaction() as db:
+        with self._file.transaction() as db:
             db.execute("UPDATE invalidation SET generation = generation + 1")
         for handler in list(self._local_handlers):
             await notify(handler)
@@ -293,14 +264,13 @@ class SqliteStore:
             self._local_handlers.remove(handler)
 
     def _data_version(self) -> int:
-        return self._read("PRAGMA data_version")[0][0]
+        return self._file.read("PRAGMA data_version")[0][0]
 
     def _generation(self) -> int:
-        return self._read("SELECT generation FROM invalidation")[0][0]
+        return self._file.read("SELECT generation FROM invalidation")[0][0]
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
 
 def _dump(record: Tenant | ApiKey | AuditEntry) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
+from gateway.sqlite import SqliteFile
 from gateway.usage.backend import Batch, UsageFilter, UsageStoreError
 from gateway.usage.counts import COUNTER_FIELDS, UsageCounts, UsageKey
 
@@ -58,45 +58,23 @@ SET_APPLIED = (
 
 class SqliteUsageBackend:
     def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode = WAL")
-        # As the key store: in WAL mode NORMAL cannot corrupt the file, and a power cut can
-        # only lose the last commits, as it would lose the in-memory buffer anyway.
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.executescript(SCHEMA)
+        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
 
     async def write(self, batches: list[Batch]) -> None:
         await asyncio.to_thread(self._write, batches)
 
     def _write(self, batches: list[Batch]) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for batch in batches:
-                    if self._applied_sequence(batch.writer_id) >= batch.sequence:
-                        continue
-                    rows = [(*key, *counts.values()) for key, counts in batch.counts.items()]
-                    self._db.executemany(UPSERT_ROW, rows)
-                    self._db.execute(SET_APPLIED, (batch.writer_id, batch.sequence, now))
-                self._db.execute(
-                    "DELETE FROM usage_writers WHERE updated_at < ?", (now - WRITER_RETENTION_S,)
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def _applied_sequence(self, writer_id: str) -> int:
-        row = self._db.execute(
-            "SELECT applied_sequence FROM usage_writers WHERE writer_id = ?", (writer_id,)
-        ).fetchone()
-        return row[0] if row else 0
+        with self._file.transaction() as db:
+            for batch in batches:
+                if _applied_sequence(db, batch.writer_id) >= batch.sequence:
+                    continue
+                rows = [(*key, *counts.values()) for key, counts in batch.counts.items()]
+                db.executemany(UPSERT_ROW, rows)
+                db.execute(SET_APPLIED, (batch.writer_id, batch.sequence, now))
+            db.execute(
+                "DELETE FROM usage_writers WHERE updated_at < ?", (now - WRITER_RETENTION_S,)
+            )
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
         try:
@@ -115,10 +93,15 @@ class SqliteUsageBackend:
         given = [(condition, value) for condition, value in conditions if value is not None]
         where = " AND ".join(condition for condition, _ in given) or "1"
         query = f"SELECT day, tenant_id, key_id, model, {_COLUMNS} FROM usage_daily WHERE {where}"
-        with self._lock:
-            rows = self._db.execute(query, [value for _, value in given]).fetchall()
+        rows = self._file.read(query, tuple(value for _, value in given))
         return [(UsageKey(*row[:4]), UsageCounts(*row[4:])) for row in rows]
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
+
+
+def _applied_sequence(db: sqlite3.Connection, writer_id: str) -> int:
+    row = db.execute(
+        "SELECT applied_sequence FROM usage_writers WHERE writer_id = ?", (writer_id,)
+    ).fetchone()
+    return row[0] if row else 0

@@ -87,23 +87,26 @@ async function createKey(tenants, preselected, refresh) {
       metadata.element,
     ],
     onSubmit: () => {
-      const allowed = models.read();
-      return api("POST", "/keys", {
-        body: {
-          tenant_id: tenant.value,
-          name: name.value.trim(),
-          expires_at: fromLocalInput(expires.value),
-          allowed_models: allowed.length ? allowed : null,
-          limits: limits.read(),
-          metadata: rowsToMetadata(metadata.read()),
-        },
-      });
+      const body = keyFields({ name, expires, models, limits, metadata });
+      return api("POST", "/keys", { body: { tenant_id: tenant.value, ...body } });
     },
   });
   if (created) {
     await refresh();
     await showSecret({ title: `Key ${created.name} created`, secret: created.secret });
   }
+}
+
+// The fields a key's create and edit dialogs share, as the admin API takes them.
+function keyFields({ name, expires, models, limits, metadata }) {
+  const allowed = models.read();
+  return {
+    name: name.value.trim(),
+    expires_at: fromLocalInput(expires.value),
+    allowed_models: allowed.length ? allowed : null,
+    limits: limits.read(),
+    metadata: rowsToMetadata(metadata.read()),
+  };
 }
 
 async function editKey(key, tenant, refresh) {
@@ -134,16 +137,8 @@ async function editKey(key, tenant, refresh) {
       metadata.element,
     ],
     onSubmit: () => {
-      const allowed = models.read();
-      return api("PATCH", keyPath(key), {
-        body: {
-          name: name.value.trim(),
-          expires_at: fromLocalInput(expires.value),
-          allowed_models: allowed.length ? allowed : null,
-          limits: limits.read(),
-          metadata: rowsToMetadata(metadata.read()),
-        },
-      });
+      const body = keyFields({ name, expires, models, limits, metadata });
+      return api("PATCH", keyPath(key), { body });
     },
   });
   if (saved) {
