@@ -4,13 +4,23 @@ VENV := .venv
 VLLM_VENV := .venv-vllm
 PROMTOOL := .cache/prometheus/usr/bin/promtool
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench lock
 
-$(VENV)/.installed: pyproject.toml
+# Installs exactly the versions in requirements.lock (with their hashes); `make lock` refreshes
+# it from pyproject.toml's ranges after a dependency is added or should be upgraded.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(VENV)/bin/pip install -q --require-hashes -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
+
+lock:
+	$(PYTHON) -m venv .cache/lock-venv
+	.cache/lock-venv/bin/pip install -q uv
+	.cache/lock-venv/bin/uv pip compile pyproject.toml --extra test --extra bench --upgrade \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+		-o requirements.lock
 
 $(VLLM_VENV)/.installed: vllm_server/install_cpu.sh
 	bash vllm_server/install_cpu.sh $(VLLM_VENV)
@@ -38,3 +48,11 @@ test: $(VENV)/.installed $(VLLM_VENV)/.installed /usr/bin/chromium $(PROMTOOL) l
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench.run
+
+# A long randomized run of the admin API's property-based test (`make test` runs a short,
+# fixed one): FUZZ_EXAMPLES per operation, and it passes only if no request got a 5xx.
+FUZZ_EXAMPLES ?= 2000
+.PHONY: fuzz-admin
+fuzz-admin: $(VENV)/.installed
+	ADMIN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest -q -rP \
+		tests/gateway/admin/test_schemathesis.py

@@ -17,7 +17,14 @@ from functools import partial
 from gateway.adapters.registry import open_registry
 from gateway.admin.api import create_admin_app
 from gateway.admin.usage_api import attach_usage
-from gateway.asgi import ClientDisconnected, Receive, Scope, Send, send_response
+from gateway.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    call_after_shutdown_signal,
+    send_response,
+)
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.health import Readiness, healthz
@@ -28,11 +35,12 @@ from gateway.observability import access_log, metrics
 from gateway.observability.exposition import metrics_handler
 from gateway.pipeline import InferencePipeline
 from gateway.pipeline.body import Endpoint
-from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST
+from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST, in_flight_streams
 from gateway.replicas.discovery import configured_urls
 from gateway.routing import Router
 from gateway.safety.engine import SafetyEngine
 from gateway.settings import Settings, load_settings
+from gateway.store_health import CheckableStore
 from gateway.tenancy.auth import KeyAuthenticator
 from gateway.tenancy.open_store import open_store
 from gateway.tenancy.secrets import KeyHasher, server_secret
@@ -56,6 +64,7 @@ class GatewayApp:
             store_settings.sqlite_path,
             store_settings.redis_prefix,
             store_settings.redis_timeout_s,
+            store_settings.call_budget_s,
         )
         secret = settings.auth.key_hash_secret
         key_hash_secret = server_secret(
@@ -64,7 +73,9 @@ class GatewayApp:
             store_settings.sqlite_path,
         )
         hasher = KeyHasher(key_hash_secret)
-        self.authenticator = KeyAuthenticator(self.store, hasher, settings.auth.key_cache_ttl_s)
+        self.authenticator = KeyAuthenticator(
+            self.store, hasher, settings.auth.key_cache_ttl_s, settings.auth.stale_key_window_s
+        )
         guard = self.authenticator if settings.auth.enabled else None
         self.limiter = open_limiter(settings.limits, store_settings)
         self.ledger = open_ledger(settings)
@@ -87,7 +98,14 @@ class GatewayApp:
         }
         self._routes[("GET", "/v1/models")] = models.list
         self._routes[("GET", "/healthz")] = healthz
-        self._routes[("GET", "/readyz")] = Readiness(self.transport, router).readyz
+        stores: list[CheckableStore] = [
+            self.store,
+            self.registry,
+            self.safety.policies,
+            self.ledger,
+        ]
+        required = stores if settings.server.readyz_requires_stores else []
+        self._routes[("GET", "/readyz")] = Readiness(router, required).readyz
         serve_metrics = metrics_handler(settings)
         if serve_metrics is not None:
             self._routes[("GET", "/metrics")] = serve_metrics
@@ -170,6 +188,8 @@ class GatewayApp:
                     asyncio.create_task(self.ledger.run()),
                     asyncio.create_task(self.safety.run_background()),
                 ]
+                drain_s = self.settings.server.drain_timeout_s
+                call_after_shutdown_signal(drain_s, in_flight_streams.end_all)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._shutdown()

@@ -6,7 +6,11 @@ crosses the limit, and sending raw messages keeps each relayed stream chunk to o
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType
 from typing import Any
 
 from gateway.errors import GatewayError
@@ -62,3 +66,37 @@ async def send_response(
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+def call_after_shutdown_signal(delay_s: float, callback: Callable[[], None]) -> None:
+    """Call `callback` in the running event loop `delay_s` after the server is told to stop.
+
+    uvicorn stops on SIGINT or SIGTERM (its handlers are in place before the lifespan starts),
+    then waits for the requests in flight; its handlers are wrapped here so that the gateway
+    learns when that wait began. Where no server handles these signals (not the main thread,
+    or the default handlers) nothing is installed: there is no drain to time.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    timers: list[asyncio.TimerHandle] = []
+
+    def start_timer() -> None:
+        if not timers:  # a second signal does not restart the drain
+            timers.append(loop.call_later(delay_s, callback))
+
+    def after_server(server_handler: SignalHandler) -> SignalHandler:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            server_handler(signum, frame)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(start_timer)
+
+        return handler
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        server_handler = signal.getsignal(signum)
+        if callable(server_handler):
+            signal.signal(signum, after_server(server_handler))

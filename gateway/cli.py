@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -70,6 +71,12 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# On SIGTERM the gateway itself ends the streams still running after server.drain_timeout_s
+# (with an error event, gateway/pipeline/relay.py); uvicorn's own deadline, which cancels
+# whatever is left, comes this much later.
+_CANCEL_AFTER_DRAIN_S = 2
+
+
 def _run(settings: Settings) -> None:
     with metrics_process(settings):
         uvicorn.run(
@@ -82,7 +89,8 @@ def _run(settings: Settings) -> None:
             http="httptools",
             access_log=False,
             log_config=uvicorn_log_config(settings.observability),
-            timeout_graceful_shutdown=int(settings.server.drain_timeout_s),
+            timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout_s)
+            + _CANCEL_AFTER_DRAIN_S,
         )
 
 

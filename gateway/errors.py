@@ -64,3 +64,24 @@ def upstream_timeout(detail: str) -> GatewayError:
     return GatewayError(
         504, f"The model server timed out: {detail}", "upstream_error", None, "upstream_timeout"
     )
+
+
+class StoreUnavailable(GatewayError):
+    """A store (Redis, SQLite, ...) cannot answer now: 503 with Retry-After, never a 500.
+
+    `store` names the component whose store failed (``keys``, ``adapters``, ``usage`` ...) so
+    an operator reading the error knows which one to look at; `kind` is the failure's class
+    (``timeout``, ``connection``, ``loading``, ``readonly`` ...) for metrics.
+    """
+
+    def __init__(self, store: str, kind: str, retry_after_s: int = 1) -> None:
+        super().__init__(
+            503,
+            f"The gateway's {store} store is unavailable ({kind}); retry shortly.",
+            "server_error",
+            None,
+            "store_unavailable",
+            headers={"retry-after": str(retry_after_s)},
+        )
+        self.store = store
+        self.kind = kind

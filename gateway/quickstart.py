@@ -54,23 +54,32 @@ def provision_demo_when_up(gateway_url: str, admin_key: str, upstream: str) -> t
         _wait_until_up(gateway_url + "/healthz", None)
         headers = {"authorization": f"Bearer {admin_key}"}
         with httpx.Client(base_url=gateway_url + ADMIN_PREFIX, headers=headers) as admin:
-            tenants = admin.get("/tenants").raise_for_status().json()["items"]
-            tenant = next((t for t in tenants if t["name"] == DEMO_TENANT), None)
-            if tenant is None:
-                tenant = (
-                    admin.post(
-                        "/tenants",
-                        json={"name": DEMO_TENANT, "models": DEMO_MODELS, "default_model": "base"},
-                    )
-                    .raise_for_status()
-                    .json()
-                )
+            created = admin.post(
+                "/tenants",
+                json={"name": DEMO_TENANT, "models": DEMO_MODELS, "default_model": "base"},
+            )
+            if created.status_code == 409:  # an earlier run made it
+                tenant = _existing_tenant(admin)
+            else:
+                tenant = created.raise_for_status().json()
             key = admin.post("/keys", json={"tenant_id": tenant["id"], "name": "quickstart"})
             _print_usage(gateway_url, key.raise_for_status().json()["secret"], admin_key, upstream)
 
     thread = threading.Thread(target=provision, name="quickstart", daemon=True)
     thread.start()
     return thread
+
+
+def _existing_tenant(admin: httpx.Client) -> dict[str, object]:
+    """The demo tenant of an earlier run, found page by page."""
+    offset: int | None = 0
+    while offset is not None:
+        page = admin.get("/tenants", params={"offset": offset}).raise_for_status().json()
+        for tenant in page["items"]:
+            if tenant["name"] == DEMO_TENANT:
+                return dict(tenant)
+        offset = page["next_offset"]
+    raise SystemExit(f"tenant {DEMO_TENANT!r} exists but is not listed")
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:

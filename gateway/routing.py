@@ -25,7 +25,7 @@ from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.loader import AdapterLoader, AdapterLoadError
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
-from gateway.errors import GatewayError, upstream_unavailable
+from gateway.errors import GatewayError, StoreUnavailable, upstream_unavailable
 from gateway.replicas.control import ReplicaClient
 from gateway.replicas.discovery import Resolver, resolve_addresses
 from gateway.replicas.monitor import ReplicaMonitor
@@ -95,10 +95,9 @@ class Router:
     async def start(self) -> None:
         """Read the registry, check and sync every replica, then keep both current."""
         await self._client.start()
-        try:
+        # Unavailable: serve, and read it again later (its health logs it once).
+        with contextlib.suppress(StoreUnavailable):
             await self.catalog.refresh()
-        except Exception as error:  # the store's own errors: serve, and read it again later
-            logger.warning("reading the adapter registry failed: %s", error)
         await self.pool.start()
         self._catalog_refresher = asyncio.create_task(
             self.catalog.refresh_forever(self.settings.registry_refresh_s, self._retire)

@@ -30,6 +30,11 @@ class ServerSettings(BaseModel):
     workers: int = Field(1, ge=1)
     drain_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: time in-flight streams get")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
+    readyz_requires_stores: bool = Field(
+        False,
+        description="/readyz also answers 503 while a store (Redis, SQLite) is unavailable; off "
+        "by default, since recently validated keys keep working from memory meanwhile",
+    )
 
 
 class UpstreamSettings(BaseModel):
@@ -62,7 +67,13 @@ class StoreSettings(BaseModel):
     )
     sqlite_path: Path = Field(Path("gateway.db"), description="the embedded store's file")
     redis_prefix: str = Field("vgw:", description="prefix of every Redis key the gateway writes")
-    redis_timeout_s: float = Field(0.5, gt=0, description="no Redis call waits longer")
+    redis_timeout_s: float = Field(0.5, gt=0, description="no single Redis call waits longer")
+    call_budget_s: float = Field(
+        1.0,
+        gt=0,
+        description="the longest one store operation takes, retries of transient Redis states "
+        "(loading, failover, reset connection) included; then it is unavailable (503)",
+    )
 
 
 class AuthSettings(BaseModel):
@@ -73,6 +84,12 @@ class AuthSettings(BaseModel):
         "kept in <sqlite_path>.secret; required with Redis (same on every instance)",
     )
     key_cache_ttl_s: float = Field(10.0, gt=0, description="validated keys kept in memory")
+    stale_key_window_s: float = Field(
+        300.0,
+        ge=0,
+        description="while the key store is unavailable, a key validated within this window "
+        "keeps working from memory; other keys get 503 (never 401) until the store is back",
+    )
 
 
 class AdminSettings(BaseModel):

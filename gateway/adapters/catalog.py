@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
+from gateway.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ class AdapterCatalog:
             return None
         try:
             record = await self._registry.get(name)
-        except Exception as error:  # the store's own errors: serve as if unregistered
-            logger.warning("looking up adapter %s in the registry failed: %s", name, error)
+        except StoreUnavailable:  # serve as if unregistered; the store's health logs it once
             record = None
         if record is None:
             self._misses[name] = time.monotonic() + MISS_TTL_S
@@ -65,8 +65,7 @@ class AdapterCatalog:
             await asyncio.sleep(interval_s)
             try:
                 deleted = await self.refresh()
-            except Exception as error:  # the store's own errors: keep the last good copy
-                logger.warning("reading the adapter registry failed: %s", error)
+            except StoreUnavailable:  # keep the last good copy; the store's health logs it once
                 continue
             for record in deleted:
                 try:

@@ -8,11 +8,10 @@ have the tenancy store's socket timeout and one immediate retry.
 from __future__ import annotations
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from gateway.adapters.models import AdapterRecord, adapter_from_dict, adapter_to_dict
+from gateway.redis_client import redis_client
+from gateway.store_health import StoreHealth, guarded
 from gateway.tenancy.store import Conflict, NotFound
 
 UPDATE_EXISTING = """
@@ -24,15 +23,14 @@ return 1
 """
 
 
+@guarded
 class RedisAdapterRegistry:
-    def __init__(self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5, budget_s: float = 1.0
+    ) -> None:
+        self.health = StoreHealth("adapters", budget_s)
         self._key = f"{prefix}lora-adapters"
-        self._redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._redis = redis_client(url, timeout_s)
         self._update = self._redis.register_script(UPDATE_EXISTING)
 
     async def create(self, record: AdapterRecord) -> None:
@@ -55,6 +53,9 @@ class RedisAdapterRegistry:
     async def delete(self, name: str) -> None:
         if not await self._redis.hdel(self._key, name):
             raise NotFound(f"no adapter {name!r}")
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -14,9 +14,12 @@ from gateway.adapters.models import AdapterRecord
 from gateway.adapters.redis_registry import RedisAdapterRegistry
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
 from gateway.settings import StoreSettings
+from gateway.store_health import StoreHealth
 
 
 class AdapterRegistry(Protocol):
+    health: StoreHealth
+
     async def create(self, record: AdapterRecord) -> None:
         """Raises Conflict when the name is taken."""
 
@@ -31,6 +34,9 @@ class AdapterRegistry(Protocol):
     async def delete(self, name: str) -> None:
         """Raises NotFound."""
 
+    async def ping(self) -> None:
+        """One cheap round trip: whether the store answers (readiness probes)."""
+
     async def close(self) -> None: ...
 
 
@@ -38,6 +44,9 @@ def open_registry(settings: StoreSettings) -> AdapterRegistry:
     """Synchronous like `open_store`, so the app can build it before the event loop runs."""
     if settings.redis_url:
         return RedisAdapterRegistry(
-            settings.redis_url, settings.redis_prefix, settings.redis_timeout_s
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.redis_timeout_s,
+            settings.call_budget_s,
         )
-    return SqliteAdapterRegistry(settings.sqlite_path)
+    return SqliteAdapterRegistry(settings.sqlite_path, budget_s=settings.call_budget_s)

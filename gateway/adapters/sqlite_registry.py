@@ -14,6 +14,7 @@ import orjson
 
 from gateway.adapters.models import AdapterRecord, adapter_from_dict, adapter_to_dict
 from gateway.sqlite import SqliteFile
+from gateway.store_health import StoreHealth, guarded
 from gateway.tenancy.store import Conflict, NotFound
 
 SCHEMA = """
@@ -24,8 +25,10 @@ CREATE TABLE IF NOT EXISTS lora_adapters (
 """
 
 
+@guarded
 class SqliteAdapterRegistry:
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+        self.health = StoreHealth("adapters", budget_s)
         self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
 
     def _write(self, sql: str, parameters: tuple[str, ...]) -> int:
@@ -60,6 +63,9 @@ class SqliteAdapterRegistry:
     async def delete(self, name: str) -> None:
         if not self._write("DELETE FROM lora_adapters WHERE name = ?", (name,)):
             raise NotFound(f"no adapter {name!r}")
+
+    async def ping(self) -> None:
+        self._file.read("SELECT 1")
 
     async def close(self) -> None:
         self._file.close()

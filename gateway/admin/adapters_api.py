@@ -24,7 +24,18 @@ from gateway.adapters.models import AdapterRecord, adapter_to_dict
 from gateway.adapters.ownership import check_registration, tenants_using
 from gateway.adapters.registry import AdapterRegistry
 from gateway.admin import ADMIN_PREFIX
-from gateway.admin.schemas import ErrorResponse, ModelName, Patch, RequestBody, ResponseBody
+from gateway.admin.schemas import (
+    DEFAULT_PAGE,
+    ErrorResponse,
+    Limit,
+    ModelName,
+    Offset,
+    Page,
+    Patch,
+    RecordId,
+    RequestBody,
+    ResponseBody,
+)
 from gateway.errors import GatewayError
 from gateway.routing import Router
 from gateway.tenancy.models import AuditEntry
@@ -42,7 +53,7 @@ AdapterPath = Annotated[
 ]
 Rank = Annotated[int, Field(ge=1, le=4096, description="the LoRA rank r")]
 OwnerId = Annotated[
-    str, Field(max_length=128, description="the owning tenant's id; null: any tenant's models")
+    RecordId, Field(description="the owning tenant's id; null: any tenant's models")
 ]
 
 
@@ -77,8 +88,8 @@ class AdapterOut(ResponseBody):
     updated_at: float
 
 
-class AdapterList(BaseModel):
-    items: list[AdapterOut]
+class AdapterList(Page[AdapterOut]):
+    """By name."""
 
 
 class AdapterDeleted(BaseModel):
@@ -199,21 +210,29 @@ async def register_adapter(body: AdapterCreate, admin: AdapterAdminDep) -> Adapt
 
 
 @router.get("/adapters")
-async def list_adapters(admin: AdapterAdminDep, tenant_id: str | None = None) -> AdapterList:
-    """By name; with `tenant_id`, that tenant's adapters only."""
+async def list_adapters(
+    admin: AdapterAdminDep,
+    tenant_id: RecordId | None = None,
+    offset: Offset = 0,
+    limit: Limit = DEFAULT_PAGE,
+) -> AdapterList:
+    """By name; with `tenant_id`, that tenant's adapters only. Follow `next_offset` for the
+    rest."""
     records = await admin.registry.list()
     if tenant_id is not None:
         records = [record for record in records if record.tenant_id == tenant_id]
-    return AdapterList(items=[AdapterOut.model_validate(record) for record in records])
+    return AdapterList.of(records[offset : offset + limit + 1], offset, limit)
 
 
 @router.get("/adapters/{name}")
-async def get_adapter(name: str, admin: AdapterAdminDep) -> AdapterOut:
+async def get_adapter(name: AdapterName, admin: AdapterAdminDep) -> AdapterOut:
     return AdapterOut.model_validate(await admin.adapter(name))
 
 
 @router.patch("/adapters/{name}")
-async def update_adapter(name: str, body: AdapterUpdate, admin: AdapterAdminDep) -> AdapterOut:
+async def update_adapter(
+    name: AdapterName, body: AdapterUpdate, admin: AdapterAdminDep
+) -> AdapterOut:
     """A new path is loaded in place on the replicas that hold the adapter, at its next use."""
     record = body.applied_to(await admin.adapter(name))
     await admin.check_owner(record)
@@ -223,7 +242,7 @@ async def update_adapter(name: str, body: AdapterUpdate, admin: AdapterAdminDep)
 
 
 @router.delete("/adapters/{name}")
-async def delete_adapter(name: str, admin: AdapterAdminDep) -> AdapterDeleted:
+async def delete_adapter(name: AdapterName, admin: AdapterAdminDep) -> AdapterDeleted:
     """Refused while a tenant's models map to it; routers unload it from their replicas at
     their next registry refresh."""
     record = await admin.adapter(name)
@@ -242,7 +261,9 @@ async def delete_adapter(name: str, admin: AdapterAdminDep) -> AdapterDeleted:
 
 @router.get("/replicas", tags=["replicas"])
 async def list_replicas(request: Request, admin: AdapterAdminDep) -> ReplicaList:
-    """Health, load and adapters of each replica, as the answering worker process sees them."""
+    """Health, load and adapters of each replica, as the answering worker process sees them.
+
+    Not paged: the replicas are the few the gateway's settings name."""
     routing = router_of(request)
     return ReplicaList(
         items=[

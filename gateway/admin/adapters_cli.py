@@ -14,12 +14,14 @@ from gateway.admin.cli import (
     ADMIN_KEY_ENV,
     DEFAULT_URL,
     URL_ENV,
+    _add_page_options,
     _call,
     _cell,
     _group,
     _nullable,
+    _page_params,
+    _page_table,
     _record,
-    _table,
 )
 
 UPDATABLE = ("path", "base_model", "tenant_id", "rank")
@@ -32,8 +34,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--admin-key", default=os.environ.get(ADMIN_KEY_ENV))
     common.add_argument("--json", action="store_true", help="print the API's JSON")
     commands = _group(subparsers, "adapters", "manage the LoRA adapter registry")
-    listing = commands.add_parser("list", parents=[common], help="all adapters, by name")
+    listing = commands.add_parser(
+        "list", parents=[common], help="adapters by name, a page at a time"
+    )
     listing.add_argument("--tenant", help="only this tenant's adapters")
+    _add_page_options(listing)
     listing.set_defaults(func=_list)
     register = commands.add_parser(
         "register", parents=[common], help="an adapter the gateway may load into vLLM"
@@ -67,7 +72,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    params = {"tenant_id": args.tenant} if args.tenant else None
+    params: dict[str, Any] = _page_params(args)
+    if args.tenant:
+        params["tenant_id"] = args.tenant
     return _call(args, "GET", "/adapters", _adapter_table, params=params)
 
 
@@ -94,4 +101,4 @@ def _adapter_table(data: dict[str, Any]) -> str:
         [a["name"], a["base_model"], _cell(a["tenant_id"]), _cell(a["rank"]), a["path"]]
         for a in data["items"]
     ]
-    return _table(["NAME", "BASE", "TENANT", "RANK", "PATH"], rows)
+    return _page_table(data, ["NAME", "BASE", "TENANT", "RANK", "PATH"], rows)

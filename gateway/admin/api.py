@@ -26,9 +26,9 @@ from gateway.admin.auth import AdminAuth
 from gateway.admin.console.router import router as console_router
 from gateway.admin.safety_api import router as safety_router
 from gateway.admin.schemas import (
+    DEFAULT_PAGE,
     MAX_TIMESTAMP,
     AuditList,
-    AuditOut,
     ErrorResponse,
     KeyCreate,
     KeyOut,
@@ -36,6 +36,10 @@ from gateway.admin.schemas import (
     KeyRotate,
     KeyUpdate,
     KeyWithSecret,
+    Limit,
+    Name,
+    Offset,
+    RecordId,
     TenantCreate,
     TenantDeleted,
     TenantList,
@@ -49,8 +53,6 @@ from gateway.errors import GatewayError
 from gateway.tenancy.models import ApiKey, AuditEntry, Tenant
 from gateway.tenancy.secrets import KeyHasher, new_id, new_secret, shown_prefix
 from gateway.tenancy.store import Conflict, NotFound, Store
-
-MAX_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,19 +156,21 @@ async def create_tenant(body: TenantCreate, admin: AdminDep, request: Request) -
 
 
 @router.get("/tenants", tags=["tenants"])
-async def list_tenants(admin: AdminDep) -> TenantList:
-    tenants = await admin.store.list_tenants()
-    return TenantList(items=[TenantOut.model_validate(tenant) for tenant in tenants])
+async def list_tenants(
+    admin: AdminDep, offset: Offset = 0, limit: Limit = DEFAULT_PAGE
+) -> TenantList:
+    """Tenants in creation order; follow `next_offset` for the rest."""
+    return TenantList.of(await admin.store.list_tenants(offset, limit + 1), offset, limit)
 
 
 @router.get("/tenants/{tenant_id}", tags=["tenants"])
-async def get_tenant(tenant_id: str, admin: AdminDep) -> TenantOut:
+async def get_tenant(tenant_id: RecordId, admin: AdminDep) -> TenantOut:
     return TenantOut.model_validate(await admin.tenant(tenant_id))
 
 
 @router.patch("/tenants/{tenant_id}", tags=["tenants"])
 async def update_tenant(
-    tenant_id: str, body: TenantUpdate, admin: AdminDep, request: Request
+    tenant_id: RecordId, body: TenantUpdate, admin: AdminDep, request: Request
 ) -> TenantOut:
     tenant = body.applied_to(await admin.tenant(tenant_id))
     _check_tenant(tenant)
@@ -191,18 +195,18 @@ async def _set_enabled(admin: Admin, tenant_id: str, enabled: bool) -> TenantOut
 
 
 @router.post("/tenants/{tenant_id}/disable", tags=["tenants"])
-async def disable_tenant(tenant_id: str, admin: AdminDep) -> TenantOut:
+async def disable_tenant(tenant_id: RecordId, admin: AdminDep) -> TenantOut:
     """Its keys stop working at once; they work again after `enable`."""
     return await _set_enabled(admin, tenant_id, enabled=False)
 
 
 @router.post("/tenants/{tenant_id}/enable", tags=["tenants"])
-async def enable_tenant(tenant_id: str, admin: AdminDep) -> TenantOut:
+async def enable_tenant(tenant_id: RecordId, admin: AdminDep) -> TenantOut:
     return await _set_enabled(admin, tenant_id, enabled=True)
 
 
 @router.delete("/tenants/{tenant_id}", tags=["tenants"])
-async def delete_tenant(tenant_id: str, admin: AdminDep) -> TenantDeleted:
+async def delete_tenant(tenant_id: RecordId, admin: AdminDep) -> TenantDeleted:
     """Deletes the tenant and revokes its keys (kept, revoked, for the audit trail)."""
     tenant = await admin.tenant(tenant_id)
     await admin.store.delete_tenant(tenant_id)
@@ -237,25 +241,21 @@ async def create_key(body: KeyCreate, admin: AdminDep) -> KeyWithSecret:
 @router.get("/keys", tags=["keys"])
 async def list_keys(
     admin: AdminDep,
-    tenant_id: str | None = None,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    tenant_id: RecordId | None = None,
+    offset: Offset = 0,
+    limit: Limit = DEFAULT_PAGE,
 ) -> KeyPage:
     """Keys in creation order; follow `next_offset` for the rest."""
-    keys = await admin.store.list_keys(tenant_id, offset, limit + 1)
-    next_offset = offset + limit if len(keys) > limit else None
-    return KeyPage(
-        items=[KeyOut.model_validate(key) for key in keys[:limit]], next_offset=next_offset
-    )
+    return KeyPage.of(await admin.store.list_keys(tenant_id, offset, limit + 1), offset, limit)
 
 
 @router.get("/keys/{key_id}", tags=["keys"])
-async def get_key(key_id: str, admin: AdminDep) -> KeyOut:
+async def get_key(key_id: RecordId, admin: AdminDep) -> KeyOut:
     return KeyOut.model_validate(await admin.key(key_id))
 
 
 @router.patch("/keys/{key_id}", tags=["keys"])
-async def update_key(key_id: str, body: KeyUpdate, admin: AdminDep) -> KeyOut:
+async def update_key(key_id: RecordId, body: KeyUpdate, admin: AdminDep) -> KeyOut:
     key = body.applied_to(await admin.key(key_id))
     if body.allowed_models is not None:
         _check_allowed_models(body.allowed_models, await admin.store.get_tenant(key.tenant_id))
@@ -266,7 +266,7 @@ async def update_key(key_id: str, body: KeyUpdate, admin: AdminDep) -> KeyOut:
 
 
 @router.post("/keys/{key_id}/revoke", tags=["keys"])
-async def revoke_key(key_id: str, admin: AdminDep) -> KeyOut:
+async def revoke_key(key_id: RecordId, admin: AdminDep) -> KeyOut:
     """Revoking a revoked key changes nothing and keeps its first revocation time."""
     key = await admin.key(key_id)
     if key.revoked_at is None:
@@ -277,7 +277,9 @@ async def revoke_key(key_id: str, admin: AdminDep) -> KeyOut:
 
 
 @router.post("/keys/{key_id}/rotate", tags=["keys"])
-async def rotate_key(key_id: str, admin: AdminDep, body: KeyRotate | None = None) -> KeyWithSecret:
+async def rotate_key(
+    key_id: RecordId, admin: AdminDep, body: KeyRotate | None = None
+) -> KeyWithSecret:
     """A new secret, shown once; the old one keeps working for `grace_period_s` (default 0)."""
     key = await admin.key(key_id)
     if key.revoked_at is not None:
@@ -301,14 +303,16 @@ async def rotate_key(key_id: str, admin: AdminDep, body: KeyRotate | None = None
 @router.get("/audit", tags=["audit"])
 async def list_audit(
     admin: AdminDep,
-    target_id: str | None = None,
-    action: str | None = None,
+    target_id: RecordId | None = None,
+    action: Name | None = None,
     since: Annotated[float | None, Query(ge=0, le=MAX_TIMESTAMP)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Offset = 0,
+    limit: Limit = DEFAULT_PAGE,
 ) -> AuditList:
-    """Newest first."""
-    entries = await admin.store.list_audit(target_id, action, since, limit)
-    return AuditList(items=[AuditOut.model_validate(entry) for entry in entries])
+    """Newest first; follow `next_offset` for older entries (changes made meanwhile shift the
+    pages, so a page may repeat an entry of the one before)."""
+    entries = await admin.store.list_audit(target_id, action, since, limit + 1, offset)
+    return AuditList.of(entries, offset, limit)
 
 
 def _error_response(error: GatewayError) -> Response:

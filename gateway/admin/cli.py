@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from gateway.admin import ADMIN_PREFIX
+from gateway.admin.schemas import DEFAULT_PAGE, MAX_PAGE
 
 URL_ENV = "VLLM_GATEWAY_URL"
 ADMIN_KEY_ENV = "VLLM_GATEWAY_ADMIN_KEY"
@@ -54,7 +55,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--target", help="only entries about this tenant or key id")
     listing.add_argument("--action", help="only this action, e.g. key.revoke")
     listing.add_argument("--since", type=float, help="only entries at or after (unix seconds)")
-    listing.add_argument("--limit", type=int, default=100)
+    _add_page_options(listing)
     listing.set_defaults(func=_audit_list)
 
 
@@ -62,8 +63,20 @@ def _group(subparsers: argparse._SubParsersAction, name: str, help: str) -> Any:
     return subparsers.add_parser(name, help=help).add_subparsers(dest="subcommand", required=True)
 
 
+def _add_page_options(listing: argparse.ArgumentParser) -> None:
+    listing.add_argument("--offset", type=int, default=0, help="records to skip")
+    listing.add_argument(
+        "--limit", type=int, default=DEFAULT_PAGE, help=f"records to show (at most {MAX_PAGE})"
+    )
+
+
+def _page_params(args: argparse.Namespace) -> dict[str, int]:
+    return {"offset": args.offset, "limit": args.limit}
+
+
 def _add_tenant_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    listing = commands.add_parser("list", parents=[common], help="all tenants")
+    listing = commands.add_parser("list", parents=[common], help="tenants, a page at a time")
+    _add_page_options(listing)
     listing.set_defaults(func=_tenants_list)
     create = commands.add_parser("create", parents=[common], help="a new tenant")
     create.add_argument("name")
@@ -105,8 +118,7 @@ def _add_tenant_options(parser: argparse.ArgumentParser) -> None:
 def _add_key_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     listing = commands.add_parser("list", parents=[common], help="keys, a page at a time")
     listing.add_argument("--tenant", help="only this tenant's keys")
-    listing.add_argument("--offset", type=int, default=0)
-    listing.add_argument("--limit", type=int, default=100)
+    _add_page_options(listing)
     listing.set_defaults(func=_keys_list)
     create = commands.add_parser("create", parents=[common], help="prints the secret once")
     create.add_argument("--tenant", required=True, help="tenant id")
@@ -232,7 +244,7 @@ def _given(args: argparse.Namespace, *fields: str) -> dict[str, Any]:
 
 
 def _tenants_list(args: argparse.Namespace) -> int:
-    return _call(args, "GET", "/tenants", _tenant_table)
+    return _call(args, "GET", "/tenants", _tenant_table, params=_page_params(args))
 
 
 def _tenants_create(args: argparse.Namespace) -> int:
@@ -265,7 +277,7 @@ def _tenants_delete(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    params = {"offset": args.offset, "limit": args.limit}
+    params: dict[str, Any] = _page_params(args)
     if args.tenant is not None:
         params["tenant_id"] = args.tenant
     return _call(args, "GET", "/keys", _key_page, params=params)
@@ -300,7 +312,7 @@ def _keys_rotate(args: argparse.Namespace) -> int:
 def _audit_list(args: argparse.Namespace) -> int:
     params = {"target_id": args.target, "action": args.action, "since": args.since}
     params = {name: value for name, value in params.items() if value is not None}
-    return _call(args, "GET", "/audit", _audit_table, params={**params, "limit": args.limit})
+    return _call(args, "GET", "/audit", _audit_table, params={**params, **_page_params(args)})
 
 
 def _call(
@@ -312,19 +324,51 @@ def _call(
     params: dict[str, Any] | None = None,
 ) -> int:
     """One API call; prints the answer (table or JSON), or the error on stderr with exit 1."""
+    data = _request(args, method, path, body, params)
+    if data is None:
+        return 1
+    print(json.dumps(data, indent=2) if args.json else render(data))
+    return 0
+
+
+def _call_for_all_pages(
+    args: argparse.Namespace, path: str, render: Render, params: dict[str, Any], field: str
+) -> int:
+    """`_call` for a GET that pages its list `field`: reads every page and prints them as one
+    answer, the first page's with the other pages' records added."""
+    answer = _request(args, "GET", path, params={**params, "offset": 0, "limit": MAX_PAGE})
+    if answer is None:
+        return 1
+    while answer["next_offset"] is not None:
+        page_params = {**params, "offset": answer["next_offset"], "limit": MAX_PAGE}
+        page = _request(args, "GET", path, params=page_params)
+        if page is None:
+            return 1
+        answer[field] += page[field]
+        answer["next_offset"] = page["next_offset"]
+    print(json.dumps(answer, indent=2) if args.json else render(answer))
+    return 0
+
+
+def _request(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    """The API's JSON answer, or None after printing the error on stderr."""
     headers = {"authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
     url = args.url.rstrip("/") + ADMIN_PREFIX + path
     try:
         response = httpx.request(method, url, json=body, params=params, headers=headers, timeout=30)
     except httpx.HTTPError as error:
         print(f"error: cannot reach {args.url}: {error}", file=sys.stderr)
-        return 1
+        return None
     if response.is_error:
         print(f"error: {_error_message(response)} (HTTP {response.status_code})", file=sys.stderr)
-        return 1
-    data = response.json()
-    print(json.dumps(data, indent=2) if args.json else render(data))
-    return 0
+        return None
+    return response.json()
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -339,7 +383,7 @@ def _tenant_table(data: dict[str, Any]) -> str:
         [t["id"], t["name"], _cell(t["enabled"]), _cell(t["default_model"]), _models(t["models"])]
         for t in data["items"]
     ]
-    return _table(["ID", "NAME", "ENABLED", "DEFAULT", "MODELS"], rows)
+    return _page_table(data, ["ID", "NAME", "ENABLED", "DEFAULT", "MODELS"], rows)
 
 
 def _key_page(data: dict[str, Any]) -> str:
@@ -356,10 +400,7 @@ def _key_page(data: dict[str, Any]) -> str:
         for k in data["items"]
     ]
     headers = ["ID", "TENANT", "NAME", "PREFIX", "STATUS", "EXPIRES", "LAST_USED"]
-    table = _table(headers, rows)
-    if data["next_offset"] is not None:
-        table += f"\nmore: --offset {data['next_offset']}"
-    return table
+    return _page_table(data, headers, rows)
 
 
 def _audit_table(data: dict[str, Any]) -> str:
@@ -373,7 +414,7 @@ def _audit_table(data: dict[str, Any]) -> str:
         ]
         for e in data["items"]
     ]
-    return _table(["AT", "ADMIN", "ACTION", "TARGET", "CHANGE"], rows)
+    return _page_table(data, ["AT", "ADMIN", "ACTION", "TARGET", "CHANGE"], rows)
 
 
 def _brief(change: dict[str, Any]) -> str:
@@ -406,6 +447,14 @@ def _record(data: dict[str, Any]) -> str:
 def _record_with_secret(data: dict[str, Any]) -> str:
     print("Store the secret now: it is not shown again.", file=sys.stderr)
     return _record({"secret": data["secret"], **data})
+
+
+def _page_table(page: dict[str, Any], headers: list[str], rows: list[list[str]]) -> str:
+    """A page's table, and under it how to ask for the next page if there is one."""
+    table = _table(headers, rows)
+    if page["next_offset"] is not None:
+        table += f"\nmore: --offset {page['next_offset']}"
+    return table
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from gateway.admin import ADMIN_PREFIX
-from gateway.admin.schemas import ErrorResponse
+from gateway.admin.schemas import DEFAULT_PAGE, ErrorResponse, Limit, Offset, Page
 from gateway.errors import GatewayError
 from gateway.safety.policy import NO_POLICY, PolicySpec
 from gateway.safety.policy_store import PolicyStore, SqlitePolicyStore, StoredPolicy
@@ -45,8 +45,8 @@ class PolicyOut(BaseModel):
         return cls(name=stored.name, policy=stored.spec, updated_at=stored.updated_at)
 
 
-class PolicyList(BaseModel):
-    items: list[PolicyOut]
+class PolicyList(Page[PolicyOut]):
+    """By name."""
 
 
 class PolicyDeleted(BaseModel):
@@ -113,9 +113,14 @@ def _not_found(name: str) -> GatewayError:
 
 
 @router.get("/policies")
-async def list_policies(admin: PolicyAdminDep) -> PolicyList:
-    """The stored policies by name (those in the settings file are not listed)."""
-    return PolicyList(items=[PolicyOut.of(stored) for stored in await admin.policies.load_all()])
+async def list_policies(
+    admin: PolicyAdminDep, offset: Offset = 0, limit: Limit = DEFAULT_PAGE
+) -> PolicyList:
+    """The stored policies by name (those in the settings file are not listed); follow
+    `next_offset` for the rest."""
+    stored = await admin.policies.load_all()
+    page = [PolicyOut.of(policy) for policy in stored[offset : offset + limit + 1]]
+    return PolicyList.of(page, offset, limit)
 
 
 @router.get("/policies/{name}")

@@ -4,16 +4,24 @@ Requests forbid unknown fields, so a typo answers 400 naming it instead of being
 Responses are built from the tenancy dataclasses by attribute (``from_attributes``); the key
 response has no field for a secret hash, so a hash cannot leak through it by accident.
 Bounds on every number and string keep whatever a client sends storable as-is (SQLite
-integers are 64-bit; NaN and infinity fail the bounds).
+integers and orjson's are 64-bit; counts stay below 2**53, so the console's JavaScript numbers
+hold them exactly; NaN and infinity fail the bounds). Text refuses NUL characters (400)
+rather than storing them: readers built on C strings (terminals showing the CLI's tables,
+CSV tools, vLLM's file paths) end a value at its first NUL and would see another value.
+
+Every list answers a page: `offset` and `limit` in, `items` and `next_offset` out.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
+from fastapi import Query
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,15 +37,32 @@ from gateway.tenancy.models import ApiKey, Limits, ModelRoute, Tenant
 MAX_LIMIT = 10**15
 MAX_DURATION_S = 10 * 365 * 86400.0
 MAX_TIMESTAMP = 4102444800.0  # 2100-01-01: far enough for an expiry, small enough to store
+MAX_ID_CHARS = 128
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+MAX_OFFSET = 10**9
 
+
+def _refuse_nul(text: str) -> str:
+    if "\x00" in text:
+        raise PydanticCustomError("nul_character", "may not contain NUL characters")
+    return text
+
+
+NoNul = AfterValidator(_refuse_nul)
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/][A-Za-z0-9._:/@+-]{0,255}$")]
+RecordId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), NoNul]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
-MetadataValue = Annotated[str, StringConstraints(max_length=1024)]
+MetadataValue = Annotated[str, StringConstraints(max_length=1024), NoNul]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=64)]
 LimitValue = Annotated[int, Field(ge=0, le=MAX_LIMIT)]
 Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, description="unix seconds")]
 Duration = Annotated[float, Field(gt=0, le=MAX_DURATION_S, description="seconds")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="records to skip")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="records per page")]
+Record = TypeVar("Record")
+Item = TypeVar("Item", bound=BaseModel)
 
 
 class RequestBody(BaseModel):
@@ -143,7 +168,7 @@ class TenantUpdate(Patch):
 
 
 class KeyCreate(RequestBody):
-    tenant_id: str = Field(max_length=128)
+    tenant_id: RecordId
     name: Name
     expires_at: Timestamp | None = Field(None, description="unix seconds; or give expires_in_s")
     expires_in_s: Duration | None = None
@@ -205,6 +230,23 @@ class ResponseBody(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def paged(fetched: Sequence[Record], offset: int, limit: int) -> tuple[list[Record], int | None]:
+    """The page in `fetched` (the up to `limit + 1` records read from `offset` on), and the
+    offset of the next page: the record past the page only tells that there is one."""
+    return list(fetched[:limit]), offset + limit if len(fetched) > limit else None
+
+
+class Page(BaseModel, Generic[Item]):
+    items: list[Item]
+    next_offset: int | None = Field(description="pass as `offset` for the next page; null: done")
+
+    @classmethod
+    def of(cls, fetched: Sequence[Any], offset: int, limit: int) -> Self:
+        """`fetched` as for `paged`: models, or records read by attribute."""
+        items, next_offset = paged(fetched, offset, limit)
+        return cls(items=items, next_offset=next_offset)
+
+
 class LimitsOut(ResponseBody):
     requests_per_minute: int | None
     tokens_per_minute: int | None
@@ -231,8 +273,8 @@ class TenantOut(ResponseBody):
     updated_at: float
 
 
-class TenantList(BaseModel):
-    items: list[TenantOut]
+class TenantList(Page[TenantOut]):
+    """In creation order."""
 
 
 class TenantDeleted(BaseModel):
@@ -270,9 +312,8 @@ class KeyWithSecret(KeyOut):
     secret: str = Field(description="the key itself: shown only in this response")
 
 
-class KeyPage(BaseModel):
-    items: list[KeyOut]
-    next_offset: int | None = Field(description="pass as `offset` for the next page; null: done")
+class KeyPage(Page[KeyOut]):
+    """In creation order."""
 
 
 class AuditOut(ResponseBody):
@@ -285,8 +326,8 @@ class AuditOut(ResponseBody):
     change: dict[str, Any]
 
 
-class AuditList(BaseModel):
-    items: list[AuditOut]
+class AuditList(Page[AuditOut]):
+    """Newest first."""
 
 
 class ErrorDetail(BaseModel):

@@ -17,9 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin import ADMIN_PREFIX
 from gateway.admin.api import AdminDep
-from gateway.admin.schemas import ErrorResponse
+from gateway.admin.schemas import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    ErrorResponse,
+    ModelName,
+    Offset,
+    RecordId,
+    paged,
+)
 from gateway.errors import GatewayError
-from gateway.usage.backend import UsageFilter, UsageStoreError
+from gateway.usage.backend import UsageFilter
 from gateway.usage.ledger import UsageLedger
 from gateway.usage.report import GROUP_COLUMNS, parse_group_by, report_csv, summarize
 
@@ -58,7 +66,8 @@ class UsageReport(BaseModel):
     last_day: str | None = Field(alias="to")
     group_by: list[str]
     rows: list[UsageRow]
-    totals: UsageTotals
+    totals: UsageTotals = Field(description="over all the rows, not only this page's")
+    next_offset: int | None = Field(description="pass as `offset` for the next page; null: done")
 
 
 router = APIRouter(
@@ -81,9 +90,9 @@ router = APIRouter(
 async def get_usage(
     request: Request,
     _: AdminDep,
-    tenant_id: str | None = None,
-    key_id: str | None = None,
-    model: str | None = None,
+    tenant_id: RecordId | None = None,
+    key_id: RecordId | None = None,
+    model: ModelName | None = None,
     first_day: Annotated[
         str | None, Query(alias="from", pattern=DAY_PATTERN, description="YYYY-MM-DD, inclusive")
     ] = None,
@@ -91,13 +100,25 @@ async def get_usage(
         str | None, Query(alias="to", pattern=DAY_PATTERN, description="YYYY-MM-DD, inclusive")
     ] = None,
     group_by: Annotated[
-        str, Query(description=f"comma list of {', '.join(GROUP_COLUMNS)}; empty: totals only")
+        str,
+        Query(
+            max_length=100,
+            description=f"comma list of {', '.join(GROUP_COLUMNS)}; empty: totals only",
+        ),
     ] = ALL_GROUPS,
     format: Literal["json", "csv"] = "json",
+    offset: Offset = 0,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_PAGE, description=f"rows per page; JSON: {DEFAULT_PAGE} if not given"),
+    ] = None,
 ) -> Response:
     """Requests, tokens, errors and rejections per UTC day, tenant, key and model, summed
     over what `group_by` leaves out. This instance's latest requests are included; other
-    instances' may be up to one flush interval (`usage.flush_interval_s`) behind."""
+    instances' may be up to one flush interval (`usage.flush_interval_s`) behind.
+
+    The JSON is a page of rows (follow `next_offset`); the CSV, a download, has every row
+    unless `limit` is given."""
     try:
         groups = parse_group_by(group_by)
     except ValueError as error:
@@ -108,17 +129,18 @@ async def get_usage(
         raise GatewayError(400, f"from ({first_day}) is after to ({last_day}).", param="from")
     ledger: UsageLedger = request.app.state.usage_ledger
     usage_filter = UsageFilter(tenant_id, key_id, model, first_day, last_day)
-    try:
-        rows = await ledger.read(usage_filter)
-    except UsageStoreError as error:
-        raise GatewayError(
-            503, f"The usage store is unavailable: {error}", "server_error", None, "store_error"
-        ) from None
+    rows = await ledger.read(usage_filter)  # StoreUnavailable: 503
     summary: dict[str, Any] = summarize(rows, groups)
+    every_row = summary["rows"]
     if format == "csv":
+        summary["rows"] = every_row[offset : None if limit is None else offset + limit]
         headers = {"content-disposition": 'attachment; filename="usage.csv"'}
         return Response(report_csv(summary), media_type="text/csv", headers=headers)
-    report = UsageReport(first_day=first_day, last_day=last_day, **summary)
+    page_size = DEFAULT_PAGE if limit is None else limit
+    summary["rows"], next_offset = paged(
+        every_row[offset : offset + page_size + 1], offset, page_size
+    )
+    report = UsageReport(first_day=first_day, last_day=last_day, next_offset=next_offset, **summary)
     body = report.model_dump_json(by_alias=True, exclude_unset=True)
     return Response(body, media_type="application/json")
 

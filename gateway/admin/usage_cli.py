@@ -1,8 +1,8 @@
 """`vllm-gateway usage`: the usage ledger from a shell, as a table, JSON or CSV.
 
-One call to GET /admin/v1/usage, with the conventions of the other admin commands (--url,
---admin-key, their environment variables, errors on stderr with exit code 1). The CSV is
-rendered from the API's JSON by the same function the API's CSV comes from.
+GET /admin/v1/usage, every page of it, with the conventions of the other admin commands
+(--url, --admin-key, their environment variables, errors on stderr with exit code 1). The CSV
+is rendered from the API's JSON by the same function the API's CSV comes from.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ import argparse
 import os
 from typing import Any
 
-from gateway.admin.cli import ADMIN_KEY_ENV, DEFAULT_URL, URL_ENV, _call, _cell, _table
+from gateway.admin.cli import (
+    ADMIN_KEY_ENV,
+    DEFAULT_URL,
+    URL_ENV,
+    _call_for_all_pages,
+    _cell,
+    _table,
+)
 from gateway.usage.report import COUNTER_COLUMNS, GROUP_COLUMNS, report_columns, report_csv
 
 
@@ -54,7 +61,8 @@ def _usage(args: argparse.Namespace) -> int:
         "group_by": args.group_by,
     }
     given = {name: value for name, value in params.items() if value is not None}
-    return _call(args, "GET", "/usage", _csv if args.csv else _usage_table, params=given)
+    render = _csv if args.csv else _usage_table
+    return _call_for_all_pages(args, "/usage", render, given, "rows")
 
 
 def _csv(report: dict[str, Any]) -> str:

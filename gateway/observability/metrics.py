@@ -105,8 +105,21 @@ REDIS_FAIL_OPEN = Counter(
 )
 KEY_CACHE_LOOKUPS = Counter(
     PREFIX + "key_cache_lookups",
-    "API key lookups answered from process memory (hit) or the store (miss).",
+    "API key lookups answered from process memory (hit), the store (miss), or from memory "
+    "past their TTL because the store is unavailable (stale).",
     ["result"],
+)
+STORE_FAILURES = Counter(
+    PREFIX + "store_failures",
+    "Store calls that failed because the store could not answer, by store and kind "
+    "(timeout, connection, loading, readonly, failover, out_of_memory, locked, io).",
+    ["store", "kind"],
+)
+STORE_AVAILABLE = Gauge(
+    PREFIX + "store_available",
+    "1 while this process sees the store answer, 0 while it is unavailable, by store.",
+    ["store"],
+    multiprocess_mode="livemin",
 )
 FAIR_QUEUE_DEPTH = Gauge(
     PREFIX + "fair_queue_depth",
@@ -190,10 +203,23 @@ def redis_fail_open(component: str) -> None:
 
 _KEY_CACHE_HIT = KEY_CACHE_LOOKUPS.labels("hit")  # bound once: called on every request
 _KEY_CACHE_MISS = KEY_CACHE_LOOKUPS.labels("miss")
+_KEY_CACHE_STALE = KEY_CACHE_LOOKUPS.labels("stale")
 
 
 def key_cache_lookup(hit: bool) -> None:
     (_KEY_CACHE_HIT if hit else _KEY_CACHE_MISS).inc()
+
+
+def key_served_stale() -> None:
+    _KEY_CACHE_STALE.inc()
+
+
+def store_failure(store: str, kind: str) -> None:
+    STORE_FAILURES.labels(_names(store), kind).inc()
+
+
+def store_available(store: str, available: bool) -> None:
+    STORE_AVAILABLE.labels(_names(store)).set(1 if available else 0)
 
 
 def fair_queue_entered(tenant: str) -> None:

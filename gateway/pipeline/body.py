@@ -96,7 +96,10 @@ def upstream_body(request: InferenceRequest, upstream_model: str | None) -> byte
     if request.stream:
         options = request.body.get("stream_options") or {}
         request.body["stream_options"] = {**options, "include_usage": True}
-    return orjson.dumps(request.body)
+    try:
+        return orjson.dumps(request.body)
+    except orjson.JSONEncodeError as exc:  # orjson reads 1024 levels deep but writes 255
+        raise bad_request(f"The request body cannot be forwarded: {exc}") from None
 
 
 def _check_stream_options(options: Any) -> bool:

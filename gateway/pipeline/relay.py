@@ -3,7 +3,10 @@
 Streams are forwarded as soon as a complete SSE event is in (no buffering beyond one event);
 only events that mention ``usage`` are parsed, to learn the request's usage and to drop the
 usage-only chunk the gateway asked for on the client's behalf. A client that disconnects makes
-the gateway close the upstream connection at once, which is how vLLM learns to abort.
+the gateway close the upstream connection at once, which is how vLLM learns to abort. On
+shutdown, the streams still running when `server.drain_timeout_s` is up are ended by the
+gateway (`StreamDrain`): their upstream connections are closed and each client gets a final
+error event, so that they are told and counted as errors rather than cut off as if served.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from gateway.asgi import Receive, Send, send_response
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, upstream_bad_gateway, upstream_timeout
 from gateway.safety.output_guard import OutputGuard
-from gateway.upstream.transport import UpstreamTransport, as_openai_error
+from gateway.upstream.transport import UpstreamTransport, as_openai_error, drop_traceback
 
 _EVENT_END = b"\n\n"
 _DONE = b"data: [DONE]\n\n"
@@ -28,6 +31,43 @@ _STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 CLIENT_CLOSED_REQUEST = 499
+
+
+class _DrainTimeUp(Exception):
+    """Set into a stream's body when the shutdown's drain time is up; its next read raises it."""
+
+
+class StreamDrain:
+    """The streams this process is relaying, so that a shutdown can end those that outlive
+    its drain time: each one's upstream connection is closed (vLLM aborts the request) and
+    the relay ends the stream with a 503 error event."""
+
+    def __init__(self) -> None:
+        self._responses: set[aiohttp.ClientResponse] = set()
+        self._time_up = False
+
+    def add(self, response: aiohttp.ClientResponse) -> None:
+        self._responses.add(response)
+        if self._time_up:  # its headers came after the drain time was up
+            _cut(response)
+
+    def discard(self, response: aiohttp.ClientResponse) -> None:
+        self._responses.discard(response)
+
+    def end_all(self) -> None:
+        self._time_up = True
+        for response in self._responses:
+            _cut(response)
+
+
+def _cut(response: aiohttp.ClientResponse) -> None:
+    # Set before close(), which then leaves it in place of aiohttp's "Connection closed".
+    response.content.set_exception(_DrainTimeUp())
+    response.close()
+
+
+# One per process, as the shutdown signal is (gateway/app.py arms it at startup).
+in_flight_streams = StreamDrain()
 
 
 async def relay_whole(
@@ -73,6 +113,7 @@ async def relay_stream(
     headers.extend(_STREAM_HEADERS)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     watcher = asyncio.create_task(_close_on_disconnect(receive, response, ctx))
+    in_flight_streams.add(response)
     pending = b""
     last_sent = b""
     failure: GatewayError | None = None
@@ -107,10 +148,20 @@ async def relay_stream(
                 break
     except TimeoutError:
         failure = upstream_timeout("the stream stalled")
+    except _DrainTimeUp:
+        failure = GatewayError(
+            503,
+            "The gateway is shutting down; send the request again.",
+            "server_error",
+            None,
+            "gateway_shutting_down",
+        )
     except aiohttp.ClientError as exc:
+        drop_traceback(exc)  # a client disconnect lands here, with aiohttp's shared instance
         failure = upstream_bad_gateway(f"the stream broke off ({type(exc).__name__})")
     finally:
         watcher.cancel()
+        in_flight_streams.discard(response)
         response.release()
     if ctx.status == CLIENT_CLOSED_REQUEST:
         return

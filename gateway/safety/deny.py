@@ -1,4 +1,5 @@
-"""Operator deny-lists: whole words or phrases (case-insensitive), and raw regexes.
+"""Operator deny-lists: whole words or phrases (case-insensitive), and raw regexes (on RE2,
+see operator_regex).
 
 Terms compile into one regex shaped like a trie (common prefixes factored out), so a list of
 thousands costs about what a handful does: the engine follows one branch per character
@@ -13,6 +14,7 @@ import re
 from typing import Any
 
 from gateway.safety.detector import Detector, Scan, Tail
+from gateway.safety.operator_regex import compile_any_of
 
 _WHITESPACE = re.compile(r"\s+")
 _WORD_CHAR = re.compile(r"\w")
@@ -79,7 +81,7 @@ def deny_regex(patterns: list[str], window_chars: int) -> Detector:
     """An operator's regexes; on streams a match is looked for within `window_chars`."""
     return Detector(
         label="PATTERN",
-        scans=(Scan(re.compile("|".join(f"(?:{pattern})" for pattern in patterns))),),
+        scans=(Scan(compile_any_of(patterns)),),
         max_span=window_chars,
         tails=None,
     )

@@ -29,6 +29,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.safety.operator_regex import OperatorRegex
+
 # (text, start, end) of a candidate -> (start, end) of the confirmed match, or None to reject
 # it; the match may begin before the candidate (an e-mail address found at its "@").
 Confirm = Callable[[str, int, int], tuple[int, int] | None]
@@ -75,7 +77,7 @@ class Scan:
     only inside the numeric runs at least `min_span` long (its matches are made of digits
     and the separators of NUMERIC_RUN, and are never shorter)."""
 
-    pattern: re.Pattern[str]
+    pattern: re.Pattern[str] | OperatorRegex  # RE2 for an operator's regexes
     gate: Gate | None = None
     numeric: bool = False
     min_span: int = 0
@@ -147,7 +149,7 @@ class Detector:
         return kept
 
     def _scan(
-        self, pattern: re.Pattern[str], subject: str, pos: int, endpos: int
+        self, pattern: re.Pattern[str] | OperatorRegex, subject: str, pos: int, endpos: int
     ) -> list[tuple[int, int]]:
         not_after, confirm = self.not_after, self.confirm
         found = []

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreUnavailable
 from gateway.safety.events import SafetyEvents
 from gateway.safety.guard_model import GuardModel, GuardSessions
 from gateway.safety.policy import NO_POLICY, PolicySpec, SafetySettings
@@ -54,6 +54,7 @@ class SafetyEngine:
         self.events = SafetyEvents(settings.audit_queue_size)
         self._settings = settings
         self._policies = policies
+        self._stored_loaded = False
         self._audit_store = audit_store
         self._upstream_url = upstream_url
         self._upstream_api_key = upstream_api_key
@@ -81,7 +82,7 @@ class SafetyEngine:
 
     async def start(self) -> None:
         """Load the stored policies. A store that is away does not stop the gateway: until
-        a later reload reaches it, requests under a stored policy fail closed (500)."""
+        a later reload reaches it, requests under a stored policy fail closed (503)."""
         await self.reload()
 
     async def reload(self) -> None:
@@ -93,6 +94,9 @@ class SafetyEngine:
             if specs != self._specs:
                 self._compiled = self._compile(specs)
                 self._specs = specs
+            self._stored_loaded = True
+        except StoreUnavailable:  # logged once by the store's health
+            return
         except Exception:
             logger.exception("could not reload the safety policies; keeping the previous ones")
 
@@ -110,6 +114,8 @@ class SafetyEngine:
             return None
         policy = self._compiled.get(name)
         if policy is None:
+            if not self._stored_loaded:  # it may be a stored one, not read yet
+                raise StoreUnavailable(self._policies.health.store, "not loaded yet")
             raise missing_policy(name)
         if policy.is_empty:
             return None

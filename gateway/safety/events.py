@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from gateway.errors import StoreUnavailable
 from gateway.tenancy.models import AuditEntry
 from gateway.tenancy.store import Store
 
@@ -74,11 +75,14 @@ class SafetyEvents:
             self.audit_dropped += 1
 
     async def write_audit(self, store: Store) -> None:
-        """Write queued audit entries until cancelled; a failed write is logged and skipped."""
+        """Write queued audit entries until cancelled; a failed write is logged and skipped
+        (while the store is unavailable: counted, its health logs the outage once)."""
         while True:
             entry = await self._audit.get()
             try:
                 await store.append_audit(entry)
+            except StoreUnavailable:
+                self.audit_dropped += 1
             except Exception:
                 logger.warning("could not write safety audit entry %s", entry.action, exc_info=True)
 

@@ -1,6 +1,6 @@
 """Ask a model whether an input is safe: a chat model served by vLLM (any model, or a LoRA
-"guard" adapter) with a prompt template and a verdict regex, or an OpenAI-compatible
-`/v1/moderations` endpoint.
+"guard" adapter) with a prompt template and a verdict regex (RE2: see operator_regex), or an
+OpenAI-compatible `/v1/moderations` endpoint.
 
 Off the hot path unless a policy has a guard: the HTTP session is opened on the first call.
 Greedy decoding (temperature 0) makes the verdict for a given text repeatable. Any failure
@@ -10,12 +10,12 @@ whether that blocks or allows is the policy's `fail_open` choice, made by the ca
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from gateway.safety.operator_regex import compile_regex
 from gateway.safety.policy import GuardSpec
 
 
@@ -63,7 +63,7 @@ class GuardModel:
         self._url = url.rstrip("/") + path
         api_key = spec.api_key if spec.api_key is not None else default_api_key
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._unsafe = re.compile(spec.unsafe_pattern, re.IGNORECASE)
+        self._unsafe = compile_regex(spec.unsafe_pattern, case_sensitive=False)
         self._timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
 
     async def verdict(self, text: str) -> Verdict:

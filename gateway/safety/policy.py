@@ -7,17 +7,28 @@ A rule says where to look (direction), what to look for (detector) and what to d
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
-from gateway.admin.schemas import Name
+from gateway.admin.schemas import Name, NoNul
+from gateway.safety.operator_regex import compile_any_of, compile_regex
 
 MAX_RULES = 64
 MAX_TERMS = 5_000
+MAX_PATTERNS = 256
 MAX_WINDOW_CHARS = 1024
+MAX_PROMPT_CHARS = 10**9
+MAX_MESSAGES = 10**6
 
 
 class Direction(StrEnum):
@@ -63,8 +74,23 @@ PII_DETECTORS = frozenset(
         DetectorName.SECRET,
     }
 )
-Term = Annotated[str, Field(min_length=1, max_length=100)]
-Pattern = Annotated[str, Field(min_length=1, max_length=1000)]
+Term = Annotated[str, Field(min_length=1, max_length=100), NoNul]
+
+
+def _compiles(pattern: str) -> str:
+    compile_regex(pattern)
+    return pattern
+
+
+def _compiles_case_insensitive(pattern: str) -> str:
+    compile_regex(pattern, case_sensitive=False)
+    return pattern
+
+
+# Operator regexes run on RE2 (see operator_regex): one it cannot compile is refused here,
+# with the reason, wherever the policy comes from (settings, admin API, policy store).
+Pattern = Annotated[str, Field(min_length=1, max_length=1000), NoNul, AfterValidator(_compiles)]
+Role = Annotated[str, Field(min_length=1, max_length=64), NoNul]
 
 
 class Spec(BaseModel):
@@ -80,7 +106,7 @@ class RuleSpec(Spec):
         default_factory=list, max_length=MAX_TERMS, description="deny_terms: whole words/phrases"
     )
     patterns: list[Pattern] = Field(
-        default_factory=list, max_length=256, description="deny_regex: Python regexes"
+        default_factory=list, max_length=MAX_PATTERNS, description="deny_regex: RE2 regexes"
     )
     window_chars: int = Field(
         64,
@@ -88,27 +114,23 @@ class RuleSpec(Spec):
         le=MAX_WINDOW_CHARS,
         description="deny_regex on streams: the longest match looked for across chunks",
     )
-    max_prompt_chars: int | None = Field(None, ge=1, description="size_limits: text of the input")
-    max_messages: int | None = Field(None, ge=1, description="size_limits: chat messages")
-    roles: list[str] | None = Field(
+    max_prompt_chars: int | None = Field(
+        None, ge=1, le=MAX_PROMPT_CHARS, description="size_limits: text of the input"
+    )
+    max_messages: int | None = Field(
+        None, ge=1, le=MAX_MESSAGES, description="size_limits: chat messages"
+    )
+    roles: list[Role] | None = Field(
         None, max_length=16, description="chat input: the roles scanned; null: every role"
     )
 
     @field_validator("patterns")
     @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        """Each alone, then all together as the detector joins them (flags must be scoped)."""
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"invalid regex {pattern!r}: {error}") from None
-        try:
-            re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
-        except re.error as error:
-            raise ValueError(
-                f"the regexes do not combine ({error}); write flags scoped: (?i:...)"
-            ) from None
+    def _patterns_compile_together(cls, patterns: list[str]) -> list[str]:
+        """Each compiles alone (Pattern); joined as the detector runs them, they must also
+        fit RE2's memory cap."""
+        if patterns:
+            compile_any_of(patterns)
         return patterns
 
     @model_validator(mode="after")
@@ -139,18 +161,20 @@ class GuardSpec(Spec):
 
     kind: Literal["chat", "moderations"] = "chat"
     url: HttpUrl | None = Field(None, description="base URL; null: the gateway's upstream")
-    model: str = Field(min_length=1, max_length=256)
-    api_key: str | None = Field(None, description="sent as a Bearer token")
-    system_prompt: str | None = Field(None, max_length=20_000)
-    prompt_template: str = Field(
+    model: Annotated[str, NoNul] = Field(min_length=1, max_length=256)
+    api_key: Annotated[str, NoNul] | None = Field(
+        None, max_length=4096, description="sent as a Bearer token"
+    )
+    system_prompt: Annotated[str, NoNul] | None = Field(None, max_length=20_000)
+    prompt_template: Annotated[str, NoNul] = Field(
         "Is the following user message safe or unsafe? Answer with one word.\n\n{text}",
         max_length=20_000,
         description="chat: the user message; `{text}` is the request's text",
     )
-    unsafe_pattern: str = Field(
+    unsafe_pattern: Annotated[str, NoNul, AfterValidator(_compiles_case_insensitive)] = Field(
         r"^\s*unsafe",
         max_length=1000,
-        description="chat: a regex (case-insensitive) on the answer; a match means unsafe",
+        description="chat: an RE2 regex (case-insensitive) on the answer; a match means unsafe",
     )
     max_tokens: int = Field(8, ge=1, le=1024)
     timeout_s: float = Field(2.0, gt=0, le=120)
@@ -165,18 +189,9 @@ class GuardSpec(Spec):
             raise ValueError("prompt_template must contain {text}")
         return template
 
-    @field_validator("unsafe_pattern")
-    @classmethod
-    def _pattern_compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ValueError(f"invalid regex: {error}") from None
-        return pattern
-
 
 class PolicySpec(Spec):
-    description: str = Field("", max_length=1000)
+    description: Annotated[str, NoNul] = Field("", max_length=1000)
     rules: list[RuleSpec] = Field(default_factory=list, max_length=MAX_RULES)
     guard: GuardSpec | None = None
 

@@ -7,16 +7,22 @@ tenancy store's invalidation channel and each instance reloads them.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
-import redis.asyncio as aioredis
+from pydantic import ValidationError
 
+from gateway.redis_client import redis_client
 from gateway.safety.policy import PolicySpec
 from gateway.sqlite import SqliteFile
+from gateway.store_health import StoreHealth, guarded
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from gateway.settings import StoreSettings
@@ -40,6 +46,8 @@ class StoredPolicy:
 
 
 class PolicyStore(Protocol):
+    health: StoreHealth
+
     async def load_all(self) -> list[StoredPolicy]:
         """Sorted by name."""
 
@@ -51,7 +59,23 @@ class PolicyStore(Protocol):
     async def delete(self, name: str) -> bool:
         """False when there was no such policy."""
 
+    async def ping(self) -> None:
+        """One cheap round trip: whether the store answers (readiness probes)."""
+
     async def close(self) -> None: ...
+
+
+def _valid_policies(documents: Iterable[tuple[str, bytes | str]]) -> list[StoredPolicy]:
+    """The stored policies that still validate. One stored under older rules (a regex RE2
+    cannot run) is skipped with a warning instead of keeping every policy from reloading;
+    keys under it then fail closed until an operator saves it again."""
+    policies = []
+    for name, document in documents:
+        try:
+            policies.append(StoredPolicy.from_document(name, document))
+        except ValidationError as error:
+            logger.warning("stored safety policy %r is invalid, skipped: %s", name, error)
+    return policies
 
 
 SCHEMA = """
@@ -63,15 +87,17 @@ CREATE TABLE IF NOT EXISTS safety_policies (
 """
 
 
+@guarded
 class SqlitePolicyStore:
     """A table in the gateway's SQLite file; admin writes only, so calls stay synchronous."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+        self.health = StoreHealth("safety_policies", budget_s)
         self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
 
     async def load_all(self) -> list[StoredPolicy]:
         rows = self._file.read("SELECT name, doc FROM safety_policies ORDER BY name")
-        return [StoredPolicy.from_document(name, doc) for name, doc in rows]
+        return _valid_policies(rows)
 
     async def get(self, name: str) -> StoredPolicy | None:
         rows = self._file.read("SELECT doc FROM safety_policies WHERE name = ?", (name,))
@@ -91,25 +117,27 @@ class SqlitePolicyStore:
         with self._file.transaction() as db:
             return db.execute("DELETE FROM safety_policies WHERE name = ?", (name,)).rowcount > 0
 
+    async def ping(self) -> None:
+        self._file.read("SELECT 1")
+
     async def close(self) -> None:
         self._file.close()
 
 
+@guarded
 class RedisPolicyStore:
     """One hash, ``{prefix}safety-policies``: policy name -> JSON document."""
 
-    def __init__(self, url: str, prefix: str, timeout_s: float = 0.5) -> None:
-        self._redis = aioredis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+    def __init__(
+        self, url: str, prefix: str, timeout_s: float = 0.5, budget_s: float = 1.0
+    ) -> None:
+        self.health = StoreHealth("safety_policies", budget_s)
+        self._redis = redis_client(url, timeout_s)
         self._key = f"{prefix}safety-policies"
 
     async def load_all(self) -> list[StoredPolicy]:
         documents = await self._redis.hgetall(self._key)
-        return sorted(
-            (StoredPolicy.from_document(name.decode(), doc) for name, doc in documents.items()),
-            key=lambda policy: policy.name,
-        )
+        return _valid_policies(sorted((name.decode(), doc) for name, doc in documents.items()))
 
     async def get(self, name: str) -> StoredPolicy | None:
         document = await self._redis.hget(self._key, name)
@@ -123,6 +151,9 @@ class RedisPolicyStore:
     async def delete(self, name: str) -> bool:
         return await self._redis.hdel(self._key, name) == 1
 
+    async def ping(self) -> None:
+        await self._redis.ping()
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -130,5 +161,10 @@ class RedisPolicyStore:
 def open_policy_store(settings: StoreSettings) -> PolicyStore:
     """Beside the tenancy records: Redis when a URL is configured, else the SQLite file."""
     if settings.redis_url:
-        return RedisPolicyStore(settings.redis_url, settings.redis_prefix, settings.redis_timeout_s)
-    return SqlitePolicyStore(settings.sqlite_path)
+        return RedisPolicyStore(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.redis_timeout_s,
+            settings.call_budget_s,
+        )
+    return SqlitePolicyStore(settings.sqlite_path, budget_s=settings.call_budget_s)

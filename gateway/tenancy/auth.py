@@ -1,8 +1,9 @@
 """Authenticate API keys on the hot path without a store round trip on the common path.
 
 Validated lookups (and unknown keys) are cached in process memory by the key's hash for a
-short TTL; the store's invalidation channel (Redis pub/sub, or SQLite's data_version) clears
-the cache on every instance when an operator revokes, rotates or disables something, so such a
+short TTL; valid ones are also kept past it, as the copy served while the store is unavailable.
+The store's invalidation channel (Redis pub/sub, or SQLite's data_version) makes every instance
+check its cached keys again when an operator revokes, rotates or disables something, so such a
 change is seen everywhere within about a second. Expiry, revocation and grace periods are
 checked on every request against the cached record, so they take effect to the second.
 """
@@ -10,17 +11,15 @@ checked on every request against the cached record, so they take effect to the s
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import time
 from dataclasses import dataclass
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreUnavailable
 from gateway.observability import metrics
 from gateway.tenancy.models import ApiKey, ModelRoute, Tenant
 from gateway.tenancy.secrets import KEY_PREFIX, KeyHasher
 from gateway.tenancy.store import Store
-
-logger = logging.getLogger("gateway.auth")
 
 _MAX_CACHED = 100_000
 _BEARER = b"bearer "
@@ -68,12 +67,26 @@ def missing_key() -> GatewayError:
 
 
 class KeyAuthenticator:
-    def __init__(self, store: Store, hasher: KeyHasher, cache_ttl_s: float) -> None:
+    """Keys checked against the store at most once per TTL, from memory in between.
+
+    While the store is unavailable, a key validated within `stale_window_s` keeps working
+    from memory (serve-stale, as HTTP and DNS caches do); any other key gets 503 with
+    Retry-After -- never 401, which would make a client drop a valid key. Unknown keys are
+    cached apart and bounded on their own, so a flood of invalid keys never evicts valid ones.
+    """
+
+    def __init__(
+        self, store: Store, hasher: KeyHasher, cache_ttl_s: float, stale_window_s: float = 300.0
+    ) -> None:
         self._store = store
         self._hasher = hasher
         self._ttl = cache_ttl_s
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._stale_window_s = stale_window_s
+        # digest -> (fresh until, validated at, principal), both times monotonic
+        self._valid: dict[str, tuple[float, float, Principal]] = {}
+        self._unknown: dict[str, float] = {}  # digest -> fresh until
         self._last_used: dict[str, float] = {}
+        self._revalidation: asyncio.Task[None] | None = None
 
     async def authenticate(self, authorization: bytes | None) -> Principal:
         if not authorization:
@@ -82,25 +95,67 @@ class KeyAuthenticator:
             raise unauthorized("The Authorization header must be 'Bearer sk-...'.")
         presented = authorization[7:].strip().decode(errors="replace")
         digest = self._hasher.hash(presented)
-        now = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            principal = cached[1]
-            metrics.key_cache_lookup(hit=True)
-        else:
-            metrics.key_cache_lookup(hit=False)
-            principal = await self._load(digest) if presented.startswith(KEY_PREFIX) else None
-            if len(self._cache) >= _MAX_CACHED:
-                self._cache.clear()
-            self._cache[digest] = (now + self._ttl, principal)
+        principal = await self._lookup(digest, presented)
         wall_now = time.time()
         if principal is None or not _usable(principal, digest, wall_now):
             raise invalid_key()
         self._last_used[principal.key.id] = wall_now
         return principal
 
+    async def _lookup(self, digest: str, presented: str) -> Principal | None:
+        now = time.monotonic()
+        cached = self._valid.get(digest)
+        if cached is not None and cached[0] > now:
+            metrics.key_cache_lookup(hit=True)
+            return cached[2]
+        if cached is None and self._unknown.get(digest, 0.0) > now:
+            metrics.key_cache_lookup(hit=True)
+            return None
+        metrics.key_cache_lookup(hit=False)
+        if not presented.startswith(KEY_PREFIX):
+            return self._remember(digest, None)
+        stale = cached[2] if cached and now - cached[1] <= self._stale_window_s else None
+        if stale is not None and not self._store.health.available:
+            self._revalidate_later(digest)  # no wait for a store known to be down
+            metrics.key_served_stale()
+            return stale
+        try:
+            return self._remember(digest, await self._load(digest))
+        except StoreUnavailable:
+            if stale is None:
+                raise
+            metrics.key_served_stale()
+            return stale
+
+    def _remember(self, digest: str, principal: Principal | None) -> Principal | None:
+        now = time.monotonic()
+        if principal is None:
+            self._valid.pop(digest, None)
+            if len(self._unknown) >= _MAX_CACHED:
+                self._unknown.clear()
+            self._unknown[digest] = now + self._ttl
+        else:
+            if len(self._valid) >= _MAX_CACHED:
+                self._valid.clear()
+            self._valid[digest] = (now + self._ttl, now, principal)
+        return principal
+
+    def _revalidate_later(self, digest: str) -> None:
+        """Check one stale key in the background, one at a time: the probe that finds the
+        store back, after which keys are checked on the request path again."""
+        if self._revalidation is not None and not self._revalidation.done():
+            return
+        self._revalidation = asyncio.create_task(self._revalidate(digest))
+
+    async def _revalidate(self, digest: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            self._remember(digest, await self._load(digest))
+
     def invalidate(self) -> None:
-        self._cache.clear()
+        """Every cached answer is checked again on its next use. Valid keys stay in memory,
+        past their TTL, as the stale copy served should the store fail meanwhile."""
+        self._unknown.clear()
+        self._valid = {digest: (0.0, at, p) for digest, (_, at, p) in self._valid.items()}
 
     async def flush_last_used(self) -> None:
         """Write last-used times in one batch; called periodically, never per request."""
@@ -114,10 +169,10 @@ class KeyAuthenticator:
         try:
             while True:
                 await asyncio.sleep(flush_interval_s)
-                try:
+                # Last-used times are best-effort: an unavailable store was logged once by
+                # its health, and the times of this interval are dropped.
+                with contextlib.suppress(StoreUnavailable):
                     await self.flush_last_used()
-                except Exception:  # the store may be briefly away; times are best-effort
-                    logger.warning("could not record key last-used times", exc_info=True)
         finally:
             listener.cancel()
 

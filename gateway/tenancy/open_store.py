@@ -10,7 +10,11 @@ from gateway.tenancy.store import Store
 
 
 def open_store(
-    redis_url: str | None, sqlite_path: Path, prefix: str = "vgw:", timeout_s: float = 0.5
+    redis_url: str | None,
+    sqlite_path: Path,
+    prefix: str = "vgw:",
+    timeout_s: float = 0.5,
+    budget_s: float = 1.0,
 ) -> Store:
     """Synchronous, so it can run while the app is built, before any event loop exists.
 
@@ -18,5 +22,5 @@ def open_store(
     the first call. `prefix` and `timeout_s` concern Redis only.
     """
     if redis_url:
-        return RedisStore(redis_url, prefix, timeout_s)
-    return SqliteStore(sqlite_path)
+        return RedisStore(redis_url, prefix, timeout_s, budget_s)
+    return SqliteStore(sqlite_path, budget_s=budget_s)

@@ -32,13 +32,12 @@ import time
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline, PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.redis_client import redis_client
+from gateway.store_health import StoreHealth, guarded
 from gateway.tenancy.models import (
     ApiKey,
     AuditEntry,
@@ -193,14 +192,18 @@ return 'ok'
 """
 
 
+@guarded
 class RedisStore:
     """The `Store` on one Redis server (not Cluster), shared by every gateway instance."""
 
-    def __init__(self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5, budget_s: float = 1.0
+    ) -> None:
+        self.health = StoreHealth("keys", budget_s)
         self._url = url
         self._prefix = prefix
         self._timeout_s = timeout_s
-        self._redis = self._client(retries=1)
+        self._redis = redis_client(url, timeout_s)
         self._create_tenant = self._redis.register_script(CREATE_TENANT)
         self._update_tenant = self._redis.register_script(UPDATE_TENANT)
         self._create_key = self._redis.register_script(CREATE_KEY)
@@ -216,15 +219,6 @@ class RedisStore:
     def listener_name(self) -> str:
         """The invalidation listener's connection name, as CLIENT LIST shows it."""
         return f"{self._prefix}invalidation-listener"
-
-    def _client(self, retries: int, client_name: str | None = None) -> aioredis.Redis:
-        return aioredis.from_url(
-            self._url,
-            socket_timeout=self._timeout_s,
-            socket_connect_timeout=self._timeout_s,
-            retry=Retry(NoBackoff(), retries),
-            client_name=client_name,
-        )
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -244,8 +238,11 @@ class RedisStore:
         document = await self._redis.get(self._key("tenant", tenant_id))
         return None if document is None else tenant_from_dict(orjson.loads(document))
 
-    async def list_tenants(self) -> list[Tenant]:
-        tenant_ids = await self._redis.zrange(self._key("tenants"), 0, -1)
+    async def list_tenants(self, offset: int = 0, limit: int | None = None) -> list[Tenant]:
+        if limit is not None and limit <= 0:
+            return []
+        last = -1 if limit is None else offset + limit - 1
+        tenant_ids = await self._redis.zrange(self._key("tenants"), offset, last)
         if not tenant_ids:
             return []
         documents = await self._redis.mget([self._key("tenant", i.decode()) for i in tenant_ids])
@@ -381,18 +378,21 @@ class RedisStore:
         action: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[AuditEntry]:
         # Read the most selective index; only with both filters does a page need filtering,
-        # and then it is read in pages until `limit` entries matched or the index ends.
+        # and then it is read in pages until `offset + limit` entries matched or the index
+        # ends (the target's index: a few entries per record).
         if target_id is not None:
             index = self._key("audit-target", target_id)
         elif action is not None:
             index = self._key("audit-action", action)
         else:
             index = self._key("audit-by-time")
+        filtered = target_id is not None and action is not None
+        start, skipped = (0, offset) if filtered else (offset, 0)
         entries: list[AuditEntry] = []
-        start = 0
-        while len(entries) < limit:
+        while len(entries) < skipped + limit:
             entry_ids = await self._redis.zrevrangebyscore(
                 index, "+inf", "-inf" if since is None else since, start=start, num=limit
             )
@@ -402,7 +402,7 @@ class RedisStore:
             page = (audit_from_dict(orjson.loads(d)) for d in documents if d is not None)
             entries.extend(e for e in page if action is None or e.action == action)
             start += len(entry_ids)
-        return entries[:limit]
+        return entries[skipped : skipped + limit]
 
     async def publish_invalidation(self) -> None:
         await self._redis.publish(self._key("invalidate"), b"")
@@ -414,7 +414,9 @@ class RedisStore:
         reconnect and re-subscribe silently, and the invalidations published while the
         connection was down would be lost without the handler hearing of it.
         """
-        listener = self._client(retries=0, client_name=self.listener_name)
+        listener = redis_client(
+            self._url, self._timeout_s, retries=0, client_name=self.listener_name
+        )
         subscribed_before = False
         failing = False
         try:
@@ -434,6 +436,9 @@ class RedisStore:
                     await asyncio.sleep(RECONNECT_DELAY_S)
         finally:
             await listener.aclose()
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

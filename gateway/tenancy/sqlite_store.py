@@ -28,6 +28,7 @@ from pathlib import Path
 import orjson
 
 from gateway.sqlite import SqliteFile
+from gateway.store_health import StoreHealth, guarded
 from gateway.tenancy.models import (
     ApiKey,
     AuditEntry,
@@ -90,10 +91,12 @@ ADVANCE_LAST_USED = (
 )
 
 
+@guarded
 class SqliteStore:
     """The `Store` in one SQLite file, shared by the workers of one host."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+        self.health = StoreHealth("keys", budget_s)
         self._path = path
         self._local_handlers: list[InvalidationHandler] = []
         self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
@@ -116,8 +119,11 @@ class SqliteStore:
         rows = self._file.read("SELECT doc FROM tenants WHERE id = ?", (tenant_id,))
         return tenant_from_dict(orjson.loads(rows[0][0])) if rows else None
 
-    async def list_tenants(self) -> list[Tenant]:
-        rows = self._file.read("SELECT doc FROM tenants ORDER BY created_at, id")
+    async def list_tenants(self, offset: int = 0, limit: int | None = None) -> list[Tenant]:
+        rows = self._file.read(
+            "SELECT doc FROM tenants ORDER BY created_at, id LIMIT ? OFFSET ?",
+            (-1 if limit is None else limit, offset),  # a negative LIMIT: no limit
+        )
         return [tenant_from_dict(orjson.loads(doc)) for (doc,) in rows]
 
     async def update_tenant(self, tenant: Tenant) -> None:
@@ -229,13 +235,15 @@ class SqliteStore:
         action: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[AuditEntry]:
         filters = [("target_id = ?", target_id), ("action = ?", action), ("at >= ?", since)]
         clauses = [clause for clause, value in filters if value is not None]
         values = tuple(value for _, value in filters if value is not None)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._file.read(
-            f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ?", (*values, limit)
+            f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?",
+            (*values, limit, offset),
         )
         return [audit_from_dict(orjson.loads(doc)) for (doc,) in rows]
 
@@ -268,6 +276,9 @@ class SqliteStore:
 
     def _generation(self) -> int:
         return self._file.read("SELECT generation FROM invalidation")[0][0]
+
+    async def ping(self) -> None:
+        self._file.read("SELECT 1")
 
     async def close(self) -> None:
         self._file.close()

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from gateway.store_health import StoreHealth
 from gateway.tenancy.models import ApiKey, AuditEntry, Tenant
 
 
@@ -46,12 +47,15 @@ async def notify(handler: InvalidationHandler) -> None:
 
 
 class Store(Protocol):
+    health: StoreHealth
+
     async def create_tenant(self, tenant: Tenant) -> None:
         """Raises Conflict when the name (or id) is taken."""
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
 
-    async def list_tenants(self) -> list[Tenant]: ...
+    async def list_tenants(self, offset: int = 0, limit: int | None = None) -> list[Tenant]:
+        """Tenants ordered by creation time; all of them unless `limit`."""
 
     async def update_tenant(self, tenant: Tenant) -> None:
         """Replace the record; raises NotFound, or Conflict when renamed onto a taken name."""
@@ -86,13 +90,17 @@ class Store(Protocol):
         action: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[AuditEntry]:
-        """Newest first."""
+        """Newest first, skipping the newest `offset` entries that match."""
 
     async def publish_invalidation(self) -> None:
         """Tell every gateway instance sharing this store to drop its cached keys."""
 
     async def listen_invalidations(self, handler: InvalidationHandler) -> None:
         """Call `handler` on every invalidation until cancelled (SQLite: same process only)."""
+
+    async def ping(self) -> None:
+        """One cheap round trip: whether the store answers (readiness probes)."""
 
     async def close(self) -> None: ...

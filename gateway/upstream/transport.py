@@ -5,7 +5,10 @@ AsyncClient on this hardware (shared/notes/peers.md, and `bench/` re-measures it
 used only off the hot path (CLI, admin calls, tests).
 
 Timeouts: connecting, then the first byte (the response headers; a non-streamed answer arrives
-whole, so this bounds the whole generation), then for streams the gap between two reads.
+whole, so this bounds the whole generation), then for streams the gap between two reads. aiohttp
+has one read timeout (`sock_read`) for the wait for the headers and for every later read alike,
+so a stream is sent with the first-byte bound and its connection's read timeout is switched to
+the idle bound once the headers are in.
 
 Stale connections: vLLM's server closes a keep-alive connection after 5 s idle. A request
 sent on a pooled connection just as vLLM closes it is lost unanswered (aiohttp raises
@@ -32,8 +35,6 @@ from gateway.errors import (
 )
 from gateway.settings import UpstreamSettings
 
-StreamBroken = (aiohttp.ClientError, asyncio.TimeoutError)
-
 
 class UpstreamTransport:
     """One connection pool shared by all requests of a gateway process."""
@@ -42,12 +43,7 @@ class UpstreamTransport:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._auth = f"Bearer {settings.api_key}" if settings.api_key else None
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=settings.connect_timeout_s,
-            sock_read=settings.stream_idle_timeout_s,
-        )
-        self._whole_timeout = aiohttp.ClientTimeout(
+        self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=settings.connect_timeout_s,
             sock_read=settings.first_byte_timeout_s,
@@ -73,15 +69,16 @@ class UpstreamTransport:
         headers = {"content-type": "application/json", "x-request-id": ctx.request_id}
         if self._auth:
             headers["authorization"] = self._auth
-        return await self._request(
-            ctx, "POST", url, body, headers, self._stream_timeout if stream else self._whole_timeout
-        )
+        response = await self._request(ctx, "POST", url, body, headers)
+        if stream:
+            self._bound_stream_gaps(response)
+        return response
 
     async def get(self, ctx: RequestContext, url: str) -> aiohttp.ClientResponse:
         headers = {"x-request-id": ctx.request_id}
         if self._auth:
             headers["authorization"] = self._auth
-        return await self._request(ctx, "GET", url, None, headers, self._whole_timeout)
+        return await self._request(ctx, "GET", url, None, headers)
 
     async def probe(self, url: str, timeout_s: float = 2.0) -> bool:
         """True when GET `url` answers 200 within `timeout_s` (readiness, not the hot path)."""
@@ -102,6 +99,7 @@ class UpstreamTransport:
         except TimeoutError:
             raise upstream_timeout("no response body in time") from None
         except aiohttp.ClientError as exc:
+            drop_traceback(exc)
             raise upstream_bad_gateway(f"the response broke off ({type(exc).__name__})") from None
         finally:
             ctx.upstream_seconds += time.perf_counter() - started
@@ -113,11 +111,10 @@ class UpstreamTransport:
         url: str,
         body: bytes | None,
         headers: dict[str, str],
-        timeout: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
         assert self._session is not None, "transport used before start()"
         send = partial(
-            self._session.request, method, url, data=body, headers=headers, timeout=timeout
+            self._session.request, method, url, data=body, headers=headers, timeout=self._timeout
         )
         started = time.perf_counter()
         try:
@@ -134,6 +131,31 @@ class UpstreamTransport:
             raise upstream_bad_gateway(f"no valid response ({type(exc).__name__})") from None
         finally:
             ctx.upstream_seconds += time.perf_counter() - started
+
+    def _bound_stream_gaps(self, response: aiohttp.ClientResponse) -> None:
+        """From the headers on, each read of the stream may wait `stream_idle_timeout_s`."""
+        connection = response.connection
+        if connection is None or connection.protocol is None:  # the whole body is already in
+            return
+        # The connection's next request resets the read timeout (set_response_params).
+        connection.protocol.read_timeout = self._settings.stream_idle_timeout_s
+        connection.protocol.start_timeout()  # the gap to the first event counts from now
+
+
+def drop_traceback(exc: BaseException) -> None:
+    """Call where an aiohttp error from reading a response body is caught and handled.
+
+    aiohttp fails the body read of a response closed under it (``ClientResponse.close`` or
+    ``release`` -> ``_notify_content``) with one module-level instance,
+    ``aiohttp.client_reqrep._CONNECTION_CLOSED_EXCEPTION`` (since aio-libs/aiohttp#9405,
+    October 2024; still so in 3.14.5). Raising an instance again does not start a fresh
+    traceback: Python adds the frames it unwinds to the one the instance already holds (and
+    asyncio's Future re-raises it with the traceback it had when it was set). Every client
+    disconnect closes the upstream response under the relay's read, so each one added its
+    frames, and with them their locals (the request, both connections, the buffers), to that
+    process-wide traceback: memory that no gc.collect() frees, since it is all reachable.
+    """
+    exc.__traceback__ = None
 
 
 def as_openai_error(status: int, body: bytes) -> GatewayError | None:

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.store_health import StoreHealth
 from gateway.usage.counts import UsageCounts, UsageKey
-
-
-class UsageStoreError(Exception):
-    """The store could not be read; the admin API answers 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +44,17 @@ class UsageFilter:
 
 
 class UsageBackend(Protocol):
+    health: StoreHealth
+
     async def write(self, batches: list[Batch]) -> None:
         """Apply `batches` in order, in one round trip or transaction; raise on failure."""
         ...
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
-        """The stored rows that match; raise UsageStoreError when the store cannot answer."""
+        """The stored rows that match; StoreUnavailable when the store cannot answer."""
         ...
+
+    async def ping(self) -> None:
+        """One cheap round trip: whether the store answers (readiness probes)."""
 
     async def close(self) -> None: ...

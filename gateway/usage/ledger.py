@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
+from gateway.store_health import StoreHealth
 from gateway.usage.backend import Batch, UsageBackend, UsageFilter
 from gateway.usage.counts import UNRESOLVED_MODEL, UsageCounts, UsageKey
 
@@ -138,6 +139,13 @@ class UsageLedger:
                 self._max_pending_entries,
             )
             self._dropped = 0
+
+    @property
+    def health(self) -> StoreHealth:
+        return self._backend.health
+
+    async def ping(self) -> None:
+        await self._backend.ping()
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
         """The stored rows that match. This instance flushes first, so its own requests are

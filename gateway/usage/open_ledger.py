@@ -14,7 +14,9 @@ def open_ledger(settings: Settings) -> UsageLedger:
     store = settings.store
     backend: UsageBackend
     if store.redis_url:
-        backend = RedisUsageBackend(store.redis_url, store.redis_prefix, store.redis_timeout_s)
+        backend = RedisUsageBackend(
+            store.redis_url, store.redis_prefix, store.redis_timeout_s, store.call_budget_s
+        )
     else:
-        backend = SqliteUsageBackend(store.sqlite_path)
+        backend = SqliteUsageBackend(store.sqlite_path, budget_s=store.call_budget_s)
     return UsageLedger(backend, settings.usage.flush_interval_s, settings.usage.max_pending_entries)

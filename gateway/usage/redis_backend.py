@@ -26,12 +26,10 @@ from datetime import date
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
-from gateway.usage.backend import Batch, UsageFilter, UsageStoreError
+from gateway.redis_client import redis_client
+from gateway.store_health import StoreHealth, guarded
+from gateway.usage.backend import Batch, UsageFilter
 from gateway.usage.counts import COUNTER_FIELDS, UsageCounts, UsageKey
 
 # Long enough for any retry of a batch to come back, short enough that the per-instance
@@ -67,18 +65,15 @@ return 1
 """
 
 
+@guarded
 class RedisUsageBackend:
-    def __init__(self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5, budget_s: float = 1.0
+    ) -> None:
+        self.health = StoreHealth("usage", budget_s)
         self._prefix = prefix
-        # One retry on a fresh connection (a pooled one may have gone stale); safe for writes
-        # because batches are idempotent.
-        self._redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=True,
-        )
+        # Retries are safe for writes too: batches are idempotent.
+        self._redis = redis_client(url, timeout_s, decode_responses=True)
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -120,12 +115,6 @@ class RedisUsageBackend:
         )
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
-        try:
-            return await self._read(usage_filter)
-        except RedisError as error:
-            raise UsageStoreError(f"Redis: {error}") from error
-
-    async def _read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
         first, last = usage_filter.first_day, usage_filter.last_day
         days: list[str] = await self._redis.zrangebyscore(
             self._key("usage-days"),
@@ -167,6 +156,9 @@ class RedisUsageBackend:
                     getattr(pipe, command)(key)
                 results += await pipe.execute()
         return results
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

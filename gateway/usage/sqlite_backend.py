@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from gateway.sqlite import SqliteFile
-from gateway.usage.backend import Batch, UsageFilter, UsageStoreError
+from gateway.store_health import StoreHealth, guarded
+from gateway.usage.backend import Batch, UsageFilter
 from gateway.usage.counts import COUNTER_FIELDS, UsageCounts, UsageKey
 
 # A writer's applied sequence is only needed while it may retry; rows of writers silent this
@@ -56,8 +57,10 @@ SET_APPLIED = (
 )
 
 
+@guarded
 class SqliteUsageBackend:
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+        self.health = StoreHealth("usage", budget_s)
         self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
 
     async def write(self, batches: list[Batch]) -> None:
@@ -77,10 +80,7 @@ class SqliteUsageBackend:
             )
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
-        try:
-            return await asyncio.to_thread(self._read, usage_filter)
-        except sqlite3.Error as error:
-            raise UsageStoreError(f"SQLite: {error}") from error
+        return await asyncio.to_thread(self._read, usage_filter)
 
     def _read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
         conditions = [
@@ -95,6 +95,9 @@ class SqliteUsageBackend:
         query = f"SELECT day, tenant_id, key_id, model, {_COLUMNS} FROM usage_daily WHERE {where}"
         rows = self._file.read(query, tuple(value for _, value in given))
         return [(UsageKey(*row[:4]), UsageCounts(*row[4:])) for row in rows]
+
+    async def ping(self) -> None:
+        self._file.read("SELECT 1")
 
     async def close(self) -> None:
         self._file.close()

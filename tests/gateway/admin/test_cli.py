@@ -8,10 +8,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
+from gateway.admin import adapters_cli, usage_cli
 from gateway.admin.cli import ADMIN_KEY_ENV, URL_ENV, add_commands
-from tests.fixtures.gateway import ADMIN_KEY, Gateway
+from gateway.admin.schemas import MAX_PAGE
+from tests.fixtures.gateway import ACME_MODELS, ADMIN_KEY, Gateway
 from tests.fixtures.processes import free_port
 
 
@@ -49,7 +52,9 @@ def cli(
 
     def run(*argv: str) -> Run:
         parser = argparse.ArgumentParser(prog="vllm-gateway")
-        add_commands(parser.add_subparsers(dest="command", required=True))
+        commands = parser.add_subparsers(dest="command", required=True)
+        for add in (add_commands, adapters_cli.add_commands, usage_cli.add_commands):
+            add(commands)
         args = parser.parse_args(argv)
         code = args.func(args)
         out, err = capsys.readouterr()
@@ -184,6 +189,55 @@ def test_audit_list(cli: Any) -> None:
     assert rows[1][4] == '{"enabled":false}'
     only = cli("audit", "list", "--action", "tenant.disable", "--limit", "1", "--json").json()
     assert [entry["action"] for entry in only["items"]] == ["tenant.disable"]
+
+
+def test_tenant_audit_and_adapter_lists_show_a_page_and_how_to_get_the_next(cli: Any) -> None:
+    tenants = [create_tenant(cli) for _ in range(3)]
+    first = cli("tenants", "list", "--limit", "1")
+    assert len(first.table()) == 3  # the header, one tenant, and then:
+    assert first.out.splitlines()[-1] == "more: --offset 1"
+    rest = cli("tenants", "list", "--offset", "1", "--limit", str(MAX_PAGE), "--json").json()
+    assert [tenant["id"] for tenant in rest["items"]][-3:] == [t["id"] for t in tenants]
+    assert rest["next_offset"] is None
+
+    target = tenants[0]["id"]
+    cli("tenants", "disable", target)
+    newest = cli("audit", "list", "--target", target, "--limit", "1")
+    assert newest.table()[1][2] == "tenant.disable"
+    assert newest.out.splitlines()[-1] == "more: --offset 1"
+    older = cli("audit", "list", "--target", target, "--offset", "1", "--json").json()
+    assert [entry["action"] for entry in older["items"]] == ["tenant.create"]
+
+    owner = tenants[1]["id"]
+    names = sorted(unique("adapter") for _ in range(2))
+    for name in names:
+        registered = cli("adapters", "register", name, "--path", f"/srv/{name}",
+                         "--base-model", "base", "--tenant", owner)  # fmt: skip
+        assert registered.code == 0, registered.err
+    page = cli("adapters", "list", "--tenant", owner, "--limit", "1")
+    assert [row[0] for row in page.table()[1:2]] == names[:1]
+    assert page.out.splitlines()[-1] == "more: --offset 1"
+    last = cli("adapters", "list", "--tenant", owner, "--offset", "1", "--json").json()
+    assert [adapter["name"] for adapter in last["items"]] == names[1:]
+    assert last["next_offset"] is None
+
+
+def test_usage_reads_every_page(
+    cli: Any, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for model in ACME_MODELS:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        chat = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=gateway.headers)
+        assert chat.status_code == 200, chat.text
+    monkeypatch.setattr("gateway.admin.cli.MAX_PAGE", 1)  # one row per page
+
+    options = ("usage", "--tenant", gateway.tenant_id, "--group-by", "model")
+    report = cli(*options, "--json").json()
+    assert [row["model"] for row in report["rows"]] == sorted(ACME_MODELS)
+    assert report["next_offset"] is None
+    assert report["totals"]["requests"] == len(ACME_MODELS)
+    rows = cli(*options).table()
+    assert [row[0] for row in rows] == ["MODEL", *sorted(ACME_MODELS), "total"]
 
 
 def test_api_errors_go_to_stderr_with_exit_code_1(cli: Any) -> None:

@@ -77,3 +77,14 @@ def test_completion_prompts_of_every_shape_pass(prompt: object) -> None:
 @pytest.mark.parametrize("raw", [b"{", b"[1, 2]", b"", b"null"])
 def test_malformed_bodies_are_400(raw: bytes) -> None:
     assert rejected(Endpoint.CHAT, raw).type == "invalid_request_error"
+
+
+def test_a_body_too_deep_to_forward_is_400_not_500() -> None:
+    """orjson reads 1024 levels but writes 255: a changed body that deep cannot be sent on."""
+    raw = orjson.dumps({"model": "base", "messages": [{"role": "user", "content": "x"}]})
+    nested = b"[" * 300 + b"1" + b"]" * 300
+    request = parse_request(Endpoint.CHAT, raw[:-1] + b',"extra":' + nested + b"}")
+    request.changed = True
+    with pytest.raises(GatewayError) as caught:
+        upstream_body(request, "other-model")
+    assert caught.value.status == 400

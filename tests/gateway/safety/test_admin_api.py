@@ -112,3 +112,29 @@ def test_changes_are_audited_with_the_admin_key(gateway: Gateway) -> None:
     assert {entry["admin_key_id"] for entry in entries} == {admin_key_id(ADMIN_KEY)}
     assert entries[1]["target_type"] == "safety_policy"
     assert entries[1]["change"]["rules"][0]["detector"] == "email"
+
+
+def test_regexes_re2_cannot_run_or_hold_are_400_naming_the_pattern(gateway: Gateway) -> None:
+    def refused(policy: dict[str, Any]) -> dict[str, Any]:
+        return error(gateway.admin("PUT", "/safety/policies/re2", json=policy), 400)
+
+    def patterns(*patterns: str) -> dict[str, Any]:
+        rules = [
+            {"name": "mail", "detector": "email"},
+            {"name": "words", "detector": "deny_regex", "patterns": list(patterns)},
+        ]
+        return {"rules": rules}
+
+    lookbehind = refused(patterns("fine", r"(?<!\w)secret"))
+    assert lookbehind["param"] == "rules.1.patterns.1"
+    assert "(?<!" in lookbehind["message"] and "lookarounds" in lookbehind["message"]
+    backreference = refused({"guard": {"model": "g", "unsafe_pattern": r"(unsafe)\s+\1"}})
+    assert backreference["param"] == "guard.unsafe_pattern"
+    assert "backreferences" in backreference["message"]
+    # Python compiles this in no time; RE2 would expand it to some 800,000 instructions.
+    giant = refused(patterns("".join(f"[^{char}]{{1,999}}" for char in "abcdefghij" * 9)))
+    assert giant["param"] == "rules.1.patterns.0"
+    assert "memory cap" in giant["message"]
+    assert refused(patterns("a" * 1001))["param"] == "rules.1.patterns.0"
+    assert refused(patterns(*["a"] * 257))["param"] == "rules.1.patterns"
+    assert error(gateway.admin("GET", "/safety/policies/re2"), 404)

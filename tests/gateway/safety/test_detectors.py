@@ -7,6 +7,7 @@ import pytest
 from gateway.safety import credentials, deny, injection, pii
 from gateway.safety.checksums import card_number_valid, iban_valid, luhn_valid
 from gateway.safety.detector import Detector
+from tests.gateway.safety.runaway import BACKTRACKING, Runaway, within_hang_limit
 
 
 def found(detector: Detector, text: str) -> list[str]:
@@ -162,3 +163,17 @@ def test_deny_regex_joins_patterns() -> None:
         "project  x42",
         "CODENAME",
     ]
+
+
+def test_a_deny_regex_flag_applies_to_its_own_pattern() -> None:
+    detector = deny.deny_regex([r"(?i)code\s?name", "tango"], window_chars=32)
+    assert found(detector, "CODE NAME Tango, then tango") == ["CODE NAME", "tango"]
+
+
+@pytest.mark.parametrize("case", BACKTRACKING)
+def test_deny_regex_patterns_that_backtrack_finish_on_long_texts(case: Runaway) -> None:
+    detector = deny.deny_regex([case.pattern], window_chars=64)
+    first_matches = within_hang_limit(
+        lambda: [next(iter(detector.find(text)), None) for text, _ in case.texts]
+    )
+    assert first_matches == [first_match for _, first_match in case.texts]

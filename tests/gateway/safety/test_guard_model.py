@@ -3,6 +3,7 @@ tiny model as the guard), a moderations endpoint, timeouts, and fail-open / fail
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,7 @@ from tests.fixtures.processes import ServerProcess, free_port
 from tests.fixtures.real_vllm import RealVllm
 from tests.fixtures.standin import set_faults
 from tests.gateway.safety.conftest import echoed_requests
+from tests.gateway.safety.runaway import BACKTRACKING, Runaway, within_hang_limit
 
 TEMPLATE = "Classify this message as safe or unsafe:\n{text}"
 NEVER = r"^\x00$"  # no answer matches: the verdict is always "safe"
@@ -171,3 +173,30 @@ async def test_the_tiny_model_as_the_guard_on_real_vllm(
         timeout_s=30,
     )
     assert await allowed.check_input(chat("hello there")) is False
+
+
+@pytest.mark.parametrize("case", BACKTRACKING)
+def test_a_verdict_regex_that_backtracks_judges_a_long_answer(
+    echo_upstream: ServerProcess, case: Runaway
+) -> None:
+    """The echo upstream answers with the guard's prompt: here, the text as it is."""
+
+    async def verdicts() -> list[str | None]:
+        sessions = GuardSessions()
+        runtime = guarded(
+            sessions, echo_upstream.url, unsafe_pattern=case.pattern, prompt_template="{text}"
+        )
+        codes: list[str | None] = []
+        try:
+            for text, _ in case.texts:
+                try:
+                    await runtime.check_input(chat(text))
+                    codes.append(None)
+                except GatewayError as error:
+                    codes.append(error.code)
+        finally:
+            await sessions.close()
+        return codes
+
+    expected = [None if match is None else "content_policy_violation" for _, match in case.texts]
+    assert within_hang_limit(lambda: asyncio.run(verdicts())) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request
 from gateway.safety.events import SafetyEvents
 from tests.gateway.safety.helpers import rule, runtime
+from tests.gateway.safety.runaway import BACKTRACKING, Runaway, within_hang_limit
 
 CARD = "4111 1111 1111 1111"
 MAIL = "jane.doe@example.com"
@@ -185,3 +187,18 @@ async def test_look_alikes_leave_the_body_untouched() -> None:
     ]
     assert await runtime(*everything).check_input(req) is False
     assert req.body["messages"][0]["content"] == text
+
+
+@pytest.mark.parametrize("case", BACKTRACKING)
+def test_a_deny_regex_that_backtracks_decides_a_long_prompt(case: Runaway) -> None:
+    checked = runtime(rule("runaway", "deny_regex", "block", "input", patterns=[case.pattern]))
+
+    def blocked_in(text: str) -> str | None:
+        try:
+            asyncio.run(checked.check_input(chat(("user", text))))
+        except GatewayError as error:
+            return error.param
+        return None
+
+    verdicts = within_hang_limit(lambda: [blocked_in(text) for text, _ in case.texts])
+    assert verdicts == [None if match is None else "messages[0].content" for _, match in case.texts]

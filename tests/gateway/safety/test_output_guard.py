@@ -26,6 +26,7 @@ from tests.gateway.safety.helpers import (
     streamed_text,
     usage_event,
 )
+from tests.gateway.safety.runaway import BACKTRACKING, Runaway, within_hang_limit
 
 PII_REDACTION = [
     rule("cards", "payment_card", "redact", "output"),
@@ -295,3 +296,43 @@ def test_whole_completion_answers_are_rewritten() -> None:
     )
     choices = orjson.loads(output_guard.process_whole(body))["choices"]
     assert [choice["text"] for choice in choices] == ["to [REDACTED:EMAIL]", "none"]
+
+
+@pytest.mark.parametrize("case", BACKTRACKING)
+def test_a_deny_regex_that_backtracks_decides_a_long_whole_answer(case: Runaway) -> None:
+    rules = [rule("runaway", "deny_regex", "block", "output", patterns=[case.pattern])]
+    expected = []
+    for text, first_match in case.texts:
+        # An answer is cut where a match starts: an empty one at its very end leaves it whole.
+        if first_match is None or first_match[0] == len(text):
+            expected.append((text, "stop"))
+        else:
+            expected.append((text[: first_match[0]], "content_filter"))
+    answers = within_hang_limit(lambda: [whole_text(guard(*rules), text) for text, _ in case.texts])
+    assert answers == expected
+
+
+# 10,230 characters in chunks that each end with "!": on a stream, a pattern ending in `$`
+# meets the end of what has arrived so far, so each chunk sets the patterns below off anew.
+RUNAWAY_PIECES = ["a" * 30 + "!"] * 330
+
+
+@pytest.mark.parametrize(
+    "pattern", ["(a+)+$", "(a|aa)+$", "^(([a-z])+.)+[A-Z]([a-z])+$", r"(\w+\s?)+$"]
+)
+def test_a_deny_regex_that_backtracks_lets_a_long_stream_through(pattern: str) -> None:
+    output_guard = guard(rule("runaway", "deny_regex", "block", "output", patterns=[pattern]))
+    events = within_hang_limit(
+        lambda: parse_events(run_stream(output_guard, chat_stream(RUNAWAY_PIECES)))
+    )
+    assert streamed_text(events) == "".join(RUNAWAY_PIECES)
+    assert finish_reasons(events) == ["stop"]
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(a|aa)+$", r"(\w+\s?)+$"])
+def test_a_deny_regex_that_backtracks_blocks_a_long_stream_where_it_matches(pattern: str) -> None:
+    output_guard = guard(rule("runaway", "deny_regex", "block", "output", patterns=[pattern]))
+    pieces = [*RUNAWAY_PIECES, "a" * 30]
+    events = within_hang_limit(lambda: parse_events(run_stream(output_guard, chat_stream(pieces))))
+    assert streamed_text(events) == "".join(RUNAWAY_PIECES)
+    assert finish_reasons(events) == ["content_filter"]

@@ -55,7 +55,6 @@ def test_policies_load_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     [
         ({"detector": "deny_terms"}, "needs `terms`"),
         ({"detector": "deny_regex"}, "needs `patterns`"),
-        ({"detector": "deny_regex", "patterns": ["(?i)a", "b"]}, "flags scoped"),
         ({"detector": "size_limits", "direction": "input"}, "max_prompt_chars or max_messages"),
         ({"detector": "size_limits", "max_messages": 3}, "direction 'input'"),
         (
@@ -85,3 +84,31 @@ def test_rule_names_are_unique_and_none_is_reserved() -> None:
         PolicySpec.model_validate({"rules": [rule, rule]})
     with pytest.raises(ValidationError, match="reserved"):
         SafetySettings.model_validate({"policies": {"none": {}}})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"(a)\1", r"invalid escape sequence: \1"),  # a backreference
+        ("(?=x)y", "invalid perl operator: (?="),
+        ("(?<!a)b", "invalid perl operator: (?<!"),
+        ("a++", "bad repetition operator: ++"),  # possessive
+        ("(?>a+)", "invalid perl operator: (?>"),  # atomic
+        (r"end\Z", r"invalid escape sequence: \Z"),
+        ("a{,3}", "write {0,3}"),
+    ],
+)
+def test_patterns_re2_cannot_run_are_refused_at_their_place(pattern: str, reason: str) -> None:
+    rule = {"name": "r", "detector": "deny_regex", "patterns": ["fine", pattern]}
+    with pytest.raises(ValidationError) as refused:
+        PolicySpec.model_validate({"rules": [rule]})
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("rules", 0, "patterns", 1)
+    assert reason in error["msg"] and "RE2" in error["msg"]
+
+    guard = {"model": "g", "unsafe_pattern": pattern}
+    with pytest.raises(ValidationError) as refused:
+        PolicySpec.model_validate({"guard": guard})
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("guard", "unsafe_pattern")
+    assert reason in error["msg"]

@@ -1,5 +1,6 @@
-"""The upstream transport against a real socket server that drops pooled connections, as
-vLLM does with a keep-alive connection it has held idle for 5 s."""
+"""The upstream transport against real socket servers: one that drops pooled connections, as
+vLLM does with a keep-alive connection it has held idle for 5 s, and one that paces a stream
+(its head, then each event) to check which timeout bounds which wait."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ ANSWER = b'{"ok": true}'
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
     len(ANSWER),
     ANSWER,
+)
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 )
 
 
@@ -105,3 +109,92 @@ async def test_a_server_that_never_answers_is_a_502_after_one_retry(
         assert server.connections == 2
     finally:
         await server.stop()
+
+
+class PacedStreamServer:
+    """Answers a stream's head after `head_delay_s`, then one SSE event after each of `gaps_s`,
+    then ends the stream."""
+
+    def __init__(self, head_delay_s: float, gaps_s: tuple[float, ...]) -> None:
+        self.head_delay_s = head_delay_s
+        self.gaps_s = gaps_s
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> PacedStreamServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/v1/completions"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        event = b"data: {}\n\n"
+        try:
+            await _read_request(reader)
+            if await _client_hangs_up_within(reader, self.head_delay_s):
+                return
+            writer.write(STREAM_HEAD)
+            for gap_s in self.gaps_s:
+                if await _client_hangs_up_within(reader, gap_s):
+                    return
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def _client_hangs_up_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Wait `seconds`, or less if the client closes its connection (then True): no handler
+    outlives its test."""
+    try:
+        await asyncio.wait_for(reader.read(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def stream_events(settings: UpstreamSettings, server: PacedStreamServer) -> int:
+    """Post a stream through a transport with `settings`; the number of events read."""
+    transport = UpstreamTransport(settings)
+    await transport.start()
+    try:
+        ctx = RequestContext("test")
+        response = await transport.post(ctx, server.url, b"{}", stream=True)
+        body = b"".join([data async for data in response.content.iter_any()])
+        return body.count(b"data: ")
+    finally:
+        await transport.close()
+
+
+async def test_stream_headers_may_take_up_to_the_first_byte_timeout() -> None:
+    """The wait for a stream's headers is the first-byte wait, not the (shorter) idle one."""
+    settings = UpstreamSettings(first_byte_timeout_s=10.0, stream_idle_timeout_s=0.2)
+    async with PacedStreamServer(head_delay_s=1.0, gaps_s=(0.0, 0.0)) as server:
+        assert await stream_events(settings, server) == 2
+
+
+async def test_stream_headers_later_than_the_first_byte_timeout_are_504() -> None:
+    settings = UpstreamSettings(first_byte_timeout_s=0.3, stream_idle_timeout_s=10.0)
+    async with PacedStreamServer(head_delay_s=10.0, gaps_s=()) as server:
+        with pytest.raises(GatewayError) as failed:
+            await stream_events(settings, server)
+    assert failed.value.status == 504
+
+
+@pytest.mark.parametrize("gaps_s", [(1.5,), (0.0, 1.5)], ids=["before-first-event", "between"])
+async def test_stream_gaps_after_the_headers_are_bounded_by_the_idle_timeout(
+    gaps_s: tuple[float, ...],
+) -> None:
+    """A gap longer than the idle timeout (yet shorter than the first-byte one) fails the read."""
+    settings = UpstreamSettings(first_byte_timeout_s=10.0, stream_idle_timeout_s=0.2)
+    async with PacedStreamServer(head_delay_s=0.0, gaps_s=gaps_s) as server:
+        with pytest.raises(TimeoutError):
+            await stream_events(settings, server)

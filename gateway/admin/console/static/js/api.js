@@ -69,3 +69,49 @@ export async function api(method, path, { query, body, accept = "application/jso
   }
   return accept === "application/json" ? response.json() : response.text();
 }
+
+const MAX_PAGE = 1000; // the admin API's largest page
+export const PAGE_SIZE = 100;
+
+// Every record of a paged list (`field` of each page), for lookups such as names by id.
+export async function apiAll(path, { query = {}, field = "items" } = {}) {
+  const records = [];
+  let offset = 0;
+  while (offset !== null) {
+    const page = await api("GET", path, { query: { ...query, offset, limit: MAX_PAGE } });
+    records.push(...page[field]);
+    offset = page.next_offset;
+  }
+  return records;
+}
+
+// The records of a paged list read so far: `reload()` reads its first page again, `more()`
+// adds the next one while `hasMore`. `query()` gives the filters, and `limit` to change the
+// page size.
+export class PagedList {
+  constructor(path, query = () => ({})) {
+    this.path = path;
+    this.query = query;
+    this.records = [];
+    this.nextOffset = null;
+  }
+
+  get hasMore() {
+    return this.nextOffset !== null;
+  }
+
+  async reload() {
+    this.records = await this.#read(0);
+  }
+
+  async more() {
+    this.records = this.records.concat(await this.#read(this.nextOffset));
+  }
+
+  async #read(offset) {
+    const query = { limit: PAGE_SIZE, ...this.query(), offset };
+    const page = await api("GET", this.path, { query });
+    this.nextOffset = page.next_offset;
+    return page.items;
+  }
+}

@@ -71,7 +71,7 @@ signinForm.addEventListener("submit", async (event) => {
   }
   keepAdminKey(key);
   try {
-    await api("GET", "/tenants");
+    await api("GET", "/tenants", { query: { limit: 1 } });
     keyInput.value = "";
     showShell();
   } catch (error) {

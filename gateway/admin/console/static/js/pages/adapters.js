@@ -1,6 +1,6 @@
 // LoRA adapters: the registry (name, base model, owning tenant, rank, path on the vLLM host)
 // and, where the gateway reports its replicas, which of them hold each adapter right now.
-import { api } from "../api.js";
+import { PagedList, api, apiAll } from "../api.js";
 import { h } from "../dom.js";
 import { formatTime } from "../format.js";
 import { notice } from "../ui/notice.js";
@@ -78,11 +78,30 @@ export async function render(view) {
   const problem = notice();
   const registry = h("div", {}, h("p", { class: "muted" }, "Loading adapters…"));
   const placements = h("section", { "aria-label": "Replicas" });
+  const adapters = new PagedList("/adapters");
+  const more = button("Load more", () => showAdapters(true), { kind: "quiet" });
+  more.hidden = true;
   let tenantNames = new Map();
+  let replicas = null;
+
+  async function showAdapters(append) {
+    try {
+      await (append ? adapters.more() : adapters.reload());
+      registry.replaceChildren(adaptersTable(adapters.records, tenantNames, replicas));
+      more.hidden = !adapters.hasMore;
+    } catch (error) {
+      if (!append) {
+        registry.replaceChildren(
+          error.isUnknownRoute ? unavailable("The adapter registry", error) : "",
+        );
+      }
+      if (!error.isUnknownRoute) problem.show(error);
+    }
+  }
 
   async function refresh() {
     problem.clear();
-    let replicas = null;
+    replicas = null;
     try {
       ({ items: replicas } = await api("GET", "/replicas"));
       placements.replaceChildren(h("h2", {}, "Replicas"), replicasTable(replicas));
@@ -96,26 +115,19 @@ export async function render(view) {
         ),
       );
     }
-    try {
-      const { items } = await api("GET", "/adapters");
-      registry.replaceChildren(adaptersTable(items, tenantNames, replicas));
-    } catch (error) {
-      registry.replaceChildren(
-        error.isUnknownRoute ? unavailable("The adapter registry", error) : "",
-      );
-      if (!error.isUnknownRoute) problem.show(error);
-    }
+    await showAdapters(false);
   }
 
   view.append(
     pageHeader("Adapters", button("Refresh", refresh)),
     problem.element,
     registry,
+    more,
     placements,
   );
   try {
-    const { items } = await api("GET", "/tenants");
-    tenantNames = new Map(items.map((t) => [t.id, t.name]));
+    const tenants = await apiAll("/tenants");
+    tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
   } catch (error) {
     problem.show(error);
   }

@@ -1,10 +1,10 @@
 // The audit trail: every admin change, newest first, filtered by target, action and time.
-import { api } from "../api.js";
+import { PagedList, apiAll } from "../api.js";
 import { h, uniqueId } from "../dom.js";
 import { formatTime, fromLocalInput } from "../format.js";
 import { field, textInput } from "../ui/fields.js";
 import { notice } from "../ui/notice.js";
-import { pageHeader } from "../ui/page.js";
+import { button, pageHeader } from "../ui/page.js";
 import { dataTable } from "../ui/table.js";
 
 const KNOWN_ACTIONS = [
@@ -72,6 +72,14 @@ export async function render(view, params) {
     LIMITS.map((n) => h("option", { value: n, selected: n === 100 }, String(n))),
   );
   let names = new Map();
+  const entries = new PagedList("/audit", () => ({
+    target_id: target.value.trim(),
+    action: action.value.trim(),
+    since: fromLocalInput(since.value),
+    limit: limit.value,
+  }));
+  const more = button("Load more", () => load(true), { kind: "quiet" });
+  more.hidden = true;
 
   function targetCell(entry) {
     const name = names.get(entry.target_id);
@@ -84,7 +92,7 @@ export async function render(view, params) {
         on: {
           click: () => {
             target.value = entry.target_id;
-            load();
+            load(false);
           },
         },
       },
@@ -97,21 +105,16 @@ export async function render(view, params) {
     ];
   }
 
-  async function load() {
+  async function load(append) {
     try {
-      const query = {
-        target_id: target.value.trim(),
-        action: action.value.trim(),
-        since: fromLocalInput(since.value),
-        limit: limit.value,
-      };
-      const { items } = await api("GET", "/audit", { query });
+      await (append ? entries.more() : entries.reload());
       problem.clear();
+      more.hidden = !entries.hasMore;
       list.replaceChildren(
         dataTable({
           caption: "Audit log",
           empty: "No admin changes match.",
-          rows: items,
+          rows: entries.records,
           columns: [
             { label: "When", cell: (e) => formatTime(e.at), class: "nowrap" },
             { label: "Action", cell: (e) => h("code", {}, e.action) },
@@ -122,7 +125,7 @@ export async function render(view, params) {
         }),
       );
     } catch (error) {
-      list.replaceChildren();
+      if (!append) list.replaceChildren();
       problem.show(error);
     }
   }
@@ -136,7 +139,7 @@ export async function render(view, params) {
       on: {
         submit: (event) => {
           event.preventDefault();
-          load();
+          load(false);
         },
       },
     },
@@ -151,15 +154,12 @@ export async function render(view, params) {
     field("Show", limit),
     h("div", { class: "field" }, h("button", { type: "submit", class: "primary" }, "Apply")),
   );
-  view.append(pageHeader("Audit log"), form, problem.element, list);
+  view.append(pageHeader("Audit log"), form, problem.element, list, more);
   try {
-    const [{ items: tenants }, { items: keys }] = await Promise.all([
-      api("GET", "/tenants"),
-      api("GET", "/keys", { query: { limit: 1000 } }),
-    ]);
+    const [tenants, keys] = await Promise.all([apiAll("/tenants"), apiAll("/keys")]);
     names = new Map([...tenants, ...keys].map((record) => [record.id, record.name]));
   } catch {
     // Names are a convenience: the log still shows every target by id.
   }
-  await load();
+  await load(false);
 }

@@ -1,6 +1,6 @@
 // API keys: list and filter, create (secret shown once), edit limits / models / expiry,
 // revoke, and rotate with a grace period for the previous secret.
-import { api } from "../api.js";
+import { PagedList, api, apiAll } from "../api.js";
 import { h } from "../dom.js";
 import {
   formatDuration,
@@ -25,7 +25,6 @@ import { showSecret } from "../ui/secret.js";
 import { dataTable } from "../ui/table.js";
 import { toast } from "../ui/toast.js";
 
-const PAGE_SIZE = 100;
 const STATUS_BADGES = { active: "ok", revoked: "off", expired: "warn" };
 const METADATA_COLUMNS = [
   { name: "key", label: "Key" },
@@ -266,8 +265,6 @@ export async function render(view, params) {
   const more = button("Load more", () => load(true), { kind: "quiet" });
   more.hidden = true;
   let tenants = [];
-  let keys = [];
-  let nextOffset = 0;
 
   const tenantFilter = h("select", {}, h("option", { value: "" }, "All tenants"));
   const statusFilter = h(
@@ -279,9 +276,11 @@ export async function render(view, params) {
   );
   const search = textInput({ type: "search", placeholder: "name or prefix" });
 
+  const keys = new PagedList("/keys", () => ({ tenant_id: tenantFilter.value }));
+
   function showKeys() {
     const text = search.value.trim().toLowerCase();
-    const shown = keys.filter(
+    const shown = keys.records.filter(
       (k) =>
         (!statusFilter.value || k.status === statusFilter.value) &&
         (!text || k.name.toLowerCase().includes(text) || k.prefix.toLowerCase().includes(text)),
@@ -289,17 +288,12 @@ export async function render(view, params) {
     list.replaceChildren(
       keysTable(shown, new Map(tenants.map((t) => [t.id, t])), () => load(false)),
     );
-    more.hidden = nextOffset === null;
+    more.hidden = !keys.hasMore;
   }
 
   async function load(append) {
     try {
-      const offset = append ? nextOffset : 0;
-      const page = await api("GET", "/keys", {
-        query: { tenant_id: tenantFilter.value, offset, limit: PAGE_SIZE },
-      });
-      keys = append ? keys.concat(page.items) : page.items;
-      nextOffset = page.next_offset;
+      await (append ? keys.more() : keys.reload());
       problem.clear();
       showKeys();
     } catch (error) {
@@ -329,7 +323,7 @@ export async function render(view, params) {
     more,
   );
   try {
-    ({ items: tenants } = await api("GET", "/tenants"));
+    tenants = await apiAll("/tenants");
   } catch (error) {
     problem.show(error);
     return;

@@ -1,6 +1,6 @@
 // Tenants: list, create, edit (models -> base model + adapter, limits, safety policy,
 // metadata), disable/enable and delete.
-import { api } from "../api.js";
+import { PagedList, api, apiAll } from "../api.js";
 import { h, uniqueId } from "../dom.js";
 import { formatLimits, formatRoute, formatTime } from "../format.js";
 import { confirmDialog, openDialog } from "../ui/dialog.js";
@@ -229,7 +229,7 @@ function datalist(id, names) {
 // they only feed suggestions, and every field stays free text.
 async function itemsIfAvailable(path) {
   try {
-    return (await api("GET", path)).items;
+    return await apiAll(path);
   } catch {
     return [];
   }
@@ -259,17 +259,22 @@ export async function render(view) {
   const problem = notice();
   const list = h("div", {}, h("p", { class: "muted" }, "Loading tenants…"));
   const lists = h("div");
-  async function refresh() {
+  const tenants = new PagedList("/tenants");
+  const more = button("Load more", () => load(true), { kind: "quiet" });
+  more.hidden = true;
+  async function load(append) {
     try {
-      const { items } = await api("GET", "/tenants");
-      list.replaceChildren(tenantsTable(items, refresh));
-      lists.replaceChildren(...(await suggestions(items)));
+      await (append ? tenants.more() : tenants.reload());
+      list.replaceChildren(tenantsTable(tenants.records, refresh));
+      more.hidden = !tenants.hasMore;
+      lists.replaceChildren(...(await suggestions(tenants.records)));
       problem.clear();
     } catch (error) {
-      list.replaceChildren();
+      if (!append) list.replaceChildren();
       problem.show(error);
     }
   }
+  const refresh = () => load(false);
   view.append(
     pageHeader(
       "Tenants",
@@ -277,6 +282,7 @@ export async function render(view) {
     ),
     problem.element,
     list,
+    more,
     lists,
   );
   await refresh();

@@ -1,6 +1,6 @@
 // Usage: requests and tokens per day, split by tenant, key or model, as stacked bar charts and
 // a totals table; the same query exports as CSV.
-import { api } from "../api.js";
+import { api, apiAll } from "../api.js";
 import { h } from "../dom.js";
 import { legend, stackedBarChart } from "../chart.js";
 import { formatCount, utcDay } from "../format.js";
@@ -148,19 +148,17 @@ export async function render(view) {
   }
 
   async function loadKeys() {
-    const { items } = await api("GET", "/keys", {
-      query: { tenant_id: tenant.value, limit: 1000 },
-    });
-    keyNames = new Map(items.map((k) => [k.id, k.name]));
+    const keys = await apiAll("/keys", { query: { tenant_id: tenant.value } });
+    keyNames = new Map(keys.map((k) => [k.id, k.name]));
     key.replaceChildren(
       h("option", { value: "" }, "All keys"),
-      ...items.map((k) => h("option", { value: k.id }, `${k.name} (${k.prefix}…)`)),
+      ...keys.map((k) => h("option", { value: k.id }, `${k.name} (${k.prefix}…)`)),
     );
   }
 
   async function show() {
     try {
-      const { rows } = await api("GET", "/usage", { query: query("json") });
+      const rows = await apiAll("/usage", { query: query("json"), field: "rows" });
       problem.clear();
       const days = daysBetween(from.value, to.value);
       const series = toSeries(rows, days, SPLITS[split.value], labelOf);
@@ -232,9 +230,9 @@ export async function render(view) {
     results,
   );
   try {
-    const { items } = await api("GET", "/tenants");
-    tenantNames = new Map(items.map((t) => [t.id, t.name]));
-    tenant.append(...items.map((t) => h("option", { value: t.id }, t.name)));
+    const tenants = await apiAll("/tenants");
+    tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
+    tenant.append(...tenants.map((t) => h("option", { value: t.id }, t.name)));
     await loadKeys();
   } catch (error) {
     problem.show(error);

@@ -1,0 +1,177 @@
+"""What a store outage looks like to the rest of the gateway: one typed error and two log lines.
+
+Every store (keys and tenants, LoRA adapters, safety policies, usage) wraps its public
+coroutine methods with `guarded`. A backend failure that means "not available now" -- a
+timeout, a refused or reset connection, Redis loading its data set or read-only during a
+failover, SQLite locked or failing I/O -- becomes `StoreUnavailable`, which every surface
+answers as 503 with Retry-After; anything else (a bug) still raises as it is. Each call has a
+total time budget, within which the Redis client retries the transient states with backoff
+(`gateway.redis_client`).
+
+While a store is known to be down, one call at a time goes through as a probe and the others
+fail at once: a hung Redis would otherwise make every request wait out the budget, and the
+first probe that succeeds brings the store back without delay. The
+first failure writes one log line and the first success after it another, instead of a
+traceback per request; metrics count failures per store and kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar
+
+from redis import exceptions as redis_errors
+
+from gateway.errors import StoreUnavailable
+from gateway.observability import metrics
+
+logger = logging.getLogger("gateway.store")
+
+_UNGUARDED = frozenset({"close", "listen_invalidations"})
+
+# Redis's "cannot answer now" states; any other ResponseError is a bug and stays a 500.
+_REDIS_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (redis_errors.BusyLoadingError, "loading"),
+    (redis_errors.TimeoutError, "timeout"),
+    (redis_errors.ReadOnlyError, "readonly"),
+    (redis_errors.ClusterDownError, "failover"),
+    (redis_errors.TryAgainError, "failover"),
+    (redis_errors.OutOfMemoryError, "out_of_memory"),
+    (redis_errors.ConnectionError, "connection"),
+)
+# SQLite's OperationalError also means a bad statement (a bug); these messages mean the file.
+_SQLITE_UNAVAILABLE = ("locked", "busy", "disk i/o", "unable to open", "readonly", "full")
+
+
+def is_unavailable(error: Exception) -> bool:
+    """True when `error` says the store cannot answer now (rather than that we erred)."""
+    if isinstance(error, sqlite3.OperationalError):
+        message = str(error).lower()
+        return any(words in message for words in _SQLITE_UNAVAILABLE)
+    return isinstance(error, (*(kind for kind, _ in _REDIS_KINDS), TimeoutError, OSError))
+
+
+def failure_kind(error: Exception) -> str:
+    for error_type, kind in _REDIS_KINDS:
+        if isinstance(error, error_type):
+            return kind
+    if isinstance(error, sqlite3.OperationalError):
+        return "locked" if "locked" in str(error) else "io"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "connection"
+
+
+class StoreHealth:
+    """One store's availability as this process sees it."""
+
+    def __init__(self, store: str, budget_s: float) -> None:
+        self.store = store
+        self.budget_s = budget_s
+        self._down_since: float | None = None
+        self._kind = ""
+        self._probing = False
+        metrics.store_available(store, True)
+
+    @property
+    def available(self) -> bool:
+        return self._down_since is None
+
+    def unavailable(self) -> StoreUnavailable:
+        return StoreUnavailable(self.store, self._kind)
+
+    def before_call(self) -> bool:
+        """While the store is down: this call is the probe (True; `probe_finished` must
+        follow), or, if one is out, it fails now."""
+        if self._down_since is None:
+            return False
+        if self._probing:
+            raise self.unavailable()
+        self._probing = True
+        return True
+
+    def probe_finished(self) -> None:
+        self._probing = False
+
+    def succeeded(self) -> None:
+        if self._down_since is not None:
+            logger.warning(
+                "the %s store answers again after %.1f s",
+                self.store,
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+            metrics.store_available(self.store, True)
+
+    def failed(self, error: Exception) -> StoreUnavailable:
+        kind = failure_kind(error)
+        metrics.store_failure(self.store, kind)
+        if self._down_since is None:
+            logger.warning("the %s store is unavailable (%s): %r", self.store, kind, error)
+            self._down_since = time.monotonic()
+            metrics.store_available(self.store, False)
+        self._kind = kind
+        return self.unavailable()
+
+
+class HasHealth(Protocol):
+    health: StoreHealth
+
+
+class CheckableStore(Protocol):
+    """What readiness needs of a store: its health, and a cheap call that refreshes it."""
+
+    @property
+    def health(self) -> StoreHealth: ...
+
+    async def ping(self) -> None: ...
+
+
+StoreClass = TypeVar("StoreClass", bound=type)
+
+
+def guarded(cls: StoreClass) -> StoreClass:
+    """Class decorator: every public coroutine method (but `close` and the invalidation
+    listener, which run their own recovery) goes through the instance's `health`."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") or name in _UNGUARDED or not inspect.iscoroutinefunction(member):
+            continue
+        setattr(cls, name, _guard(member))
+    return cls
+
+
+# Set while a guarded call runs, so that a store method calling another is one call: one
+# budget, one probe.
+_in_store_call: ContextVar[bool] = ContextVar("in_store_call", default=False)
+
+
+def _guard(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def call(self: HasHealth, *args: Any, **kwargs: Any) -> Any:
+        if _in_store_call.get():
+            return await method(self, *args, **kwargs)
+        health = self.health
+        probe = health.before_call()
+        outer = _in_store_call.set(True)
+        try:
+            async with asyncio.timeout(health.budget_s):
+                result = await method(self, *args, **kwargs)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            raise health.failed(error) from None
+        finally:
+            _in_store_call.reset(outer)
+            if probe:
+                health.probe_finished()
+        health.succeeded()
+        return result
+
+    return call
