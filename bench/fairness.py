@@ -37,7 +37,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.isolation.fair_queue import FairQueue, reserved_slots
 from gateway.settings import FairQueueSettings
 from tests.fixtures.processes import free_port, running_server

@@ -39,8 +39,9 @@ import httpx
 import orjson
 
 from bench.measures import percentile
+from gateway.core.request import Endpoint
 from gateway.limits import Limiter, estimate_prompt_tokens, open_limiter
-from gateway.pipeline.body import Endpoint, parse_request
+from gateway.pipeline.body import parse_request
 from gateway.settings import LimitsSettings, StoreSettings
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import ApiKey, Limits, Tenant

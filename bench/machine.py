@@ -9,7 +9,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from tests.fixtures.processes import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def describe() -> dict[str, object]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from bench import machine
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
-from gateway.context import RequestContext
+from gateway.core.context import RequestContext
 from gateway.replicas.replica import Replica
 from gateway.routing import Router
 from gateway.settings import RoutingSettings, UpstreamSettings

@@ -46,7 +46,8 @@ from bench.measures import tree_cpu_seconds
 from bench.safety_corpus.build import DENY_TERMS, load
 from bench.safety_eval import version_line
 from bench.servers import Target, set_token_delay
-from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request
+from gateway.core.request import Endpoint, InferenceRequest
+from gateway.pipeline.body import parse_request
 from gateway.safety.events import SafetyEvents
 from gateway.safety.policy import PII_DETECTORS, PolicySpec
 from gateway.safety.runtime import CompiledPolicy, PolicyRuntime

@@ -17,7 +17,7 @@ from functools import partial
 from gateway.adapters.registry import open_registry
 from gateway.admin.api import create_admin_app
 from gateway.admin.usage_api import attach_usage
-from gateway.asgi import (
+from gateway.core.asgi import (
     ClientDisconnected,
     Receive,
     Scope,
@@ -25,8 +25,10 @@ from gateway.asgi import (
     call_after_shutdown_signal,
     send_response,
 )
-from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError
+from gateway.core.request import Endpoint
+from gateway.core.status import CLIENT_CLOSED_REQUEST
 from gateway.health import Readiness, healthz
 from gateway.isolation.upstream_fields import TenantIsolation
 from gateway.limits import open_limiter
@@ -34,8 +36,7 @@ from gateway.models_api import MODELS_PREFIX, ModelsApi
 from gateway.observability import access_log, metrics
 from gateway.observability.exposition import metrics_handler
 from gateway.pipeline import InferencePipeline
-from gateway.pipeline.body import Endpoint
-from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST, in_flight_streams
+from gateway.pipeline.relay import in_flight_streams
 from gateway.replicas.discovery import configured_urls
 from gateway.routing import Router
 from gateway.safety.engine import SafetyEngine

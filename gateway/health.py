@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 
-from gateway.asgi import Receive, Scope, Send, send_response
-from gateway.context import RequestContext
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.core.asgi import Receive, Scope, Send, send_response
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError, StoreUnavailable
 from gateway.routing import Router
 from gateway.store_health import CheckableStore
 

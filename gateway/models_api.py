@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.asgi import Receive, Scope, Send, header, send_response
-from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.core.asgi import Receive, Scope, Send, header, send_response
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError
 from gateway.pipeline.tenant_policy import model_not_found
 from gateway.routing import Router
 from gateway.tenancy.auth import KeyAuthenticator, Principal

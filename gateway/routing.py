@@ -25,7 +25,7 @@ from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.loader import AdapterLoader, AdapterLoadError
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
-from gateway.errors import GatewayError, StoreUnavailable, upstream_unavailable
+from gateway.core.errors import GatewayError, StoreUnavailable, upstream_unavailable
 from gateway.replicas.control import ReplicaClient
 from gateway.replicas.discovery import Resolver, resolve_addresses
 from gateway.replicas.monitor import ReplicaMonitor

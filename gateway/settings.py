@@ -25,9 +25,9 @@ CONFIG_ENV_VAR = "VLLM_GATEWAY_CONFIG"
 
 
 class ServerSettings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8080, ge=0, le=65535, description="listen port")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
     drain_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: time in-flight streams get")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
     readyz_requires_stores: bool = Field(
@@ -47,12 +47,12 @@ class UpstreamSettings(BaseModel):
         "resolves to several addresses is one replica per address (env: a JSON list)",
     )
     api_key: str | None = Field(None, description="sent as Bearer token to vLLM's --api-key")
-    connect_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0, description="connecting to a vLLM replica")
     first_byte_timeout_s: float = Field(
         600.0, gt=0, description="until response headers; a non-streamed answer comes whole"
     )
     stream_idle_timeout_s: float = Field(60.0, gt=0, description="max gap between stream reads")
-    max_connections: int = Field(1000, ge=1)
+    max_connections: int = Field(1000, ge=1, description="keep-alive pool size")
     keepalive_timeout_s: float = Field(
         4.0,
         gt=0,
@@ -109,7 +109,7 @@ class AdminSettings(BaseModel):
 class DefaultLimits(BaseModel):
     """Limits for tenants that set none of their own; None: not limited."""
 
-    requests_per_minute: int | None = Field(None, ge=0)
+    requests_per_minute: int | None = Field(None, ge=0, description="requests admitted per minute")
     tokens_per_minute: int | None = Field(None, ge=0, description="prompt + completion")
     max_concurrent: int | None = Field(None, ge=0, description="requests in flight at once")
     tokens_per_day: int | None = Field(None, ge=0, description="budget per UTC day")
@@ -176,7 +176,7 @@ class RoutingSettings(BaseModel):
         "affinity", description="affinity: prefer replicas that have the adapter, by load"
     )
     health_interval_s: float = Field(2.0, gt=0, description="GET /health of each replica")
-    health_timeout_s: float = Field(1.0, gt=0)
+    health_timeout_s: float = Field(1.0, gt=0, description="the longest one /health check waits")
     eject_after_failures: int = Field(
         2, ge=1, description="consecutive failed checks or connects that eject a replica"
     )

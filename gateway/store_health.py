@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as redis_errors
 
-from gateway.errors import StoreUnavailable
+from gateway.core.errors import StoreUnavailable
 from gateway.observability import metrics
 
 logger = logging.getLogger("gateway.store")

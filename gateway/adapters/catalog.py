@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
-from gateway.errors import StoreUnavailable
+from gateway.core.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.tenancy.models import Tenant
 
 

@@ -36,7 +36,7 @@ from gateway.admin.schemas import (
     RequestBody,
     ResponseBody,
 )
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.routing import Router
 from gateway.tenancy.models import AuditEntry
 from gateway.tenancy.store import Conflict, Store

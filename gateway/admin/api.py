@@ -22,7 +22,6 @@ from gateway.adapters.ownership import check_tenant_routes
 from gateway.admin import ADMIN_PREFIX
 from gateway.admin.adapters_api import registry_of
 from gateway.admin.adapters_api import router as adapters_router
-from gateway.admin.auth import AdminAuth
 from gateway.admin.console.router import router as console_router
 from gateway.admin.safety_api import router as safety_router
 from gateway.admin.schemas import (
@@ -37,7 +36,6 @@ from gateway.admin.schemas import (
     KeyUpdate,
     KeyWithSecret,
     Limit,
-    Name,
     Offset,
     RecordId,
     TenantCreate,
@@ -49,7 +47,9 @@ from gateway.admin.schemas import (
     key_with_secret,
     tenant_out,
 )
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.core.fields import Name
+from gateway.tenancy.admin_keys import AdminAuth
 from gateway.tenancy.models import ApiKey, AuditEntry, Tenant
 from gateway.tenancy.secrets import KeyHasher, new_id, new_secret, shown_prefix
 from gateway.tenancy.store import Conflict, NotFound, Store

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from gateway.admin import ADMIN_PREFIX
 from gateway.admin.schemas import DEFAULT_PAGE, ErrorResponse, Limit, Offset, Page
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.safety.policy import NO_POLICY, PolicySpec
 from gateway.safety.policy_store import PolicyStore, SqlitePolicyStore, StoredPolicy
 from gateway.tenancy.models import AuditEntry

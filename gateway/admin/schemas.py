@@ -21,7 +21,6 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from fastapi import Query
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gateway.core.fields import Name, NoNul
 from gateway.tenancy.models import ApiKey, Limits, ModelRoute, Tenant
 
 MAX_LIMIT = 10**15
@@ -43,14 +43,6 @@ MAX_PAGE = 1000
 MAX_OFFSET = 10**9
 
 
-def _refuse_nul(text: str) -> str:
-    if "\x00" in text:
-        raise PydanticCustomError("nul_character", "may not contain NUL characters")
-    return text
-
-
-NoNul = AfterValidator(_refuse_nul)
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/][A-Za-z0-9._:/@+-]{0,255}$")]
 RecordId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), NoNul]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]

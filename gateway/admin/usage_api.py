@@ -26,7 +26,7 @@ from gateway.admin.schemas import (
     RecordId,
     paged,
 )
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.usage.backend import UsageFilter
 from gateway.usage.ledger import UsageLedger
 from gateway.usage.report import GROUP_COLUMNS, parse_group_by, report_csv, summarize

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from types import TracebackType
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.observability import metrics
 from gateway.settings import FairQueueSettings
 

@@ -24,7 +24,7 @@ import secrets
 import time
 from functools import partial
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.limits.early import Admission, SpareRoom, SpareRooms
 from gateway.limits.estimate import (
     MAX_TOKENS,

@@ -11,12 +11,11 @@ its error lasts one request. README's "Token estimate" section has the measured 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:  # the pipeline imports this package: no import back at run time
-    from gateway.pipeline.body import InferenceRequest
+from gateway.core.request import InferenceRequest
 
 CHARS_PER_TOKEN = 4  # BPE tokenizers on English prose; code and other scripts run denser
 MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators a chat template adds per message

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from gateway.asgi import Headers
-from gateway.errors import GatewayError
+from gateway.core.asgi import Headers
+from gateway.core.errors import GatewayError
 from gateway.limits.periods import Period
 from gateway.limits.reservation import Kind, LimitExceeded
 

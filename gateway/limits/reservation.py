@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Protocol
 
-from gateway.asgi import Headers
+from gateway.core.asgi import Headers
 from gateway.limits.estimate import MAX_TOKENS
 from gateway.limits.periods import Period
 from gateway.limits.plan import Plan, ScopeLimits

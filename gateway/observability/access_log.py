@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.context import RequestContext
+from gateway.core.context import RequestContext
 from gateway.settings import ObservabilitySettings
 
 STDOUT = 1

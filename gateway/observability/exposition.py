@@ -22,10 +22,10 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from gateway.admin.auth import AdminAuth
-from gateway.asgi import Receive, Scope, Send, header, send_response
-from gateway.context import RequestContext
+from gateway.core.asgi import Receive, Scope, Send, header, send_response
+from gateway.core.context import RequestContext
 from gateway.settings import Settings
+from gateway.tenancy.admin_keys import AdminAuth
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MetricsHandler = Callable[[RequestContext, Scope, Receive, Send], Awaitable[None]]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.context import RequestContext
+from gateway.core.context import RequestContext
 from gateway.observability.labels import BoundedValues, status_label
 
 PREFIX = "vllm_gateway_"

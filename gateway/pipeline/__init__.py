@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, nullcontext
 
-from gateway.asgi import Receive, Scope, Send, header, read_body
-from gateway.context import RequestContext
+from gateway.core.asgi import Receive, Scope, Send, header, read_body
+from gateway.core.context import RequestContext
+from gateway.core.request import Endpoint, InferenceRequest
 from gateway.isolation.fair_queue import FairQueue
 from gateway.isolation.upstream_fields import TenantIsolation, strip_client_fields
 from gateway.limits import (
@@ -27,7 +28,7 @@ from gateway.limits import (
     tokens_used,
 )
 from gateway.observability import access_log, metrics
-from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request, upstream_body
+from gateway.pipeline.body import parse_request, upstream_body
 from gateway.pipeline.relay import relay_stream, relay_whole
 from gateway.pipeline.tenant_policy import resolve_model
 from gateway.routing import ModelTarget, Router

@@ -17,9 +17,10 @@ import time
 import aiohttp
 import orjson
 
-from gateway.asgi import Receive, Send, send_response
-from gateway.context import RequestContext
-from gateway.errors import GatewayError, upstream_bad_gateway, upstream_timeout
+from gateway.core.asgi import Receive, Send, send_response
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError, upstream_bad_gateway, upstream_timeout
+from gateway.core.status import CLIENT_CLOSED_REQUEST
 from gateway.safety.output_guard import OutputGuard
 from gateway.upstream.transport import UpstreamTransport, as_openai_error, drop_traceback
 
@@ -30,7 +31,6 @@ _STREAM_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-CLIENT_CLOSED_REQUEST = 499
 
 
 class _DrainTimeUp(Exception):

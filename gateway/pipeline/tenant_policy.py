@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import GatewayError, bad_request
+from gateway.core.errors import GatewayError, bad_request
 from gateway.routing import ModelTarget
 from gateway.tenancy.auth import Principal
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.core.errors import GatewayError, StoreUnavailable
 from gateway.safety.events import SafetyEvents
 from gateway.safety.guard_model import GuardModel, GuardSessions
 from gateway.safety.policy import NO_POLICY, PolicySpec, SafetySettings

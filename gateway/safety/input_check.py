@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import GatewayError
-from gateway.pipeline.body import Endpoint, InferenceRequest
+from gateway.core.errors import GatewayError
+from gateway.core.request import Endpoint, InferenceRequest
 from gateway.safety.guard_model import GuardModel, GuardUnavailable
 from gateway.safety.policy import Action, DetectorName, RuleSpec
 from gateway.safety.rules import REWRITING, Hit, Rule, RuleSet, first_block, redaction, rewrite

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.admin.schemas import Name, NoNul
+from gateway.core.fields import Name, NoNul
 from gateway.safety.operator_regex import compile_any_of, compile_regex
 
 MAX_RULES = 64

@@ -7,7 +7,7 @@ and records each (rule, direction, action) once per request for metrics and audi
 
 from __future__ import annotations
 
-from gateway.pipeline.body import InferenceRequest
+from gateway.core.request import InferenceRequest
 from gateway.safety.events import SafetyEvent, SafetyEvents
 from gateway.safety.guard_model import GuardModel
 from gateway.safety.input_check import InputChecker

@@ -15,7 +15,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.core.errors import GatewayError, StoreUnavailable
 from gateway.observability import metrics
 from gateway.tenancy.models import ApiKey, ModelRoute, Tenant
 from gateway.tenancy.secrets import KEY_PREFIX, KeyHasher

@@ -26,8 +26,8 @@ from functools import partial
 import aiohttp
 import orjson
 
-from gateway.context import RequestContext
-from gateway.errors import (
+from gateway.core.context import RequestContext
+from gateway.core.errors import (
     GatewayError,
     upstream_bad_gateway,
     upstream_timeout,

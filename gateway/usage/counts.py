@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
-from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST
+from gateway.core.status import CLIENT_CLOSED_REQUEST
 
 # The model of a request refused before its model was known (e.g. an unknown model name):
 # stored as one fixed value, so clients cannot create a row per made-up name.

@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 CONSOLE_PATH = "/admin/ui"
 STATIC_DIR = Path(__file__).parent / "static"

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.admin.auth import admin_key_id
+from gateway.tenancy.admin_keys import admin_key_id
 from tests.fixtures.gateway import ADMIN_KEY, Gateway, start_gateway
 from tests.fixtures.processes import PYTHON, ServerProcess, free_port, running_server
 

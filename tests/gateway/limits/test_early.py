@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.limits import Limiter, open_limiter
 from gateway.settings import LimitsSettings, StoreSettings
 from gateway.tenancy.models import Limits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from gateway.core.request import Endpoint, InferenceRequest
 from gateway.limits.estimate import (
     MAX_TOKENS,
     estimate_prompt_tokens,
@@ -11,7 +12,7 @@ from gateway.limits.estimate import (
     estimated_usage,
     tokens_used,
 )
-from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request
+from gateway.pipeline.body import parse_request
 
 
 def parsed(endpoint: Endpoint, **body: object) -> InferenceRequest:

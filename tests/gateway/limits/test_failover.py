@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.limits import Limiter
 from gateway.tenancy.models import Limits
 from tests.gateway.limits.conftest import MakeLimiter, RedisServer, principal

@@ -11,8 +11,9 @@ import openai
 import orjson
 import pytest
 
+from gateway.core.request import Endpoint
 from gateway.limits import estimate_tokens
-from gateway.pipeline.body import Endpoint, parse_request
+from gateway.pipeline.body import parse_request
 from gateway.settings import LimitsSettings
 from tests.fixtures.gateway import Gateway
 from tests.fixtures.metrics import metric_value

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.limits import Limiter
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import Limits

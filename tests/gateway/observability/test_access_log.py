@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from gateway.context import RequestContext
+from gateway.core.context import RequestContext
 from gateway.observability import access_log
 from gateway.settings import ObservabilitySettings
 

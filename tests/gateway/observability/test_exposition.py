@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.asgi import Message
-from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.core.asgi import Message
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError
 from gateway.observability import metrics
 from gateway.observability.exposition import (
     MULTIPROC_ENV,
@@ -27,7 +27,7 @@ from tests.fixtures.processes import REPO_ROOT, free_port
 
 WORKER = """
 import sys
-from gateway.context import RequestContext
+from gateway.core.context import RequestContext
 from gateway.observability import metrics
 for _ in range(int(sys.argv[1])):
     ctx = RequestContext("r")

@@ -7,7 +7,7 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from gateway.context import RequestContext
+from gateway.core.context import RequestContext
 from gateway.observability import metrics
 
 

@@ -1,8 +1,9 @@
 import orjson
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.pipeline.body import Endpoint, parse_request, upstream_body
+from gateway.core.errors import GatewayError
+from gateway.core.request import Endpoint
+from gateway.pipeline.body import parse_request, upstream_body
 
 CHAT = {"model": "base", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -8,9 +8,10 @@ from types import TracebackType
 
 from aiohttp import client_reqrep
 
-from gateway.asgi import Message
-from gateway.context import RequestContext
-from gateway.pipeline.relay import CLIENT_CLOSED_REQUEST, relay_stream
+from gateway.core.asgi import Message
+from gateway.core.context import RequestContext
+from gateway.core.status import CLIENT_CLOSED_REQUEST
+from gateway.pipeline.relay import relay_stream
 from gateway.settings import UpstreamSettings
 from gateway.upstream.transport import UpstreamTransport
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from gateway.admin.auth import admin_key_id
+from gateway.tenancy.admin_keys import admin_key_id
 from tests.fixtures.gateway import ADMIN_KEY, Gateway
 
 PII = {

@@ -13,8 +13,9 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from gateway.errors import GatewayError
-from gateway.pipeline.body import Endpoint, parse_request
+from gateway.core.errors import GatewayError
+from gateway.core.request import Endpoint
+from gateway.pipeline.body import parse_request
 from gateway.safety.engine import SafetyEngine
 from gateway.safety.policy import PolicySpec, SafetySettings
 from gateway.safety.policy_store import PolicyStore, RedisPolicyStore, SqlitePolicyStore

@@ -13,8 +13,9 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from gateway.errors import GatewayError
-from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request
+from gateway.core.errors import GatewayError
+from gateway.core.request import Endpoint, InferenceRequest
+from gateway.pipeline.body import parse_request
 from gateway.safety.events import SafetyEvents
 from gateway.safety.guard_model import GuardModel, GuardSessions
 from gateway.safety.policy import GuardSpec, PolicySpec

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.pipeline.body import Endpoint, InferenceRequest, parse_request
+from gateway.core.errors import GatewayError
+from gateway.core.request import Endpoint, InferenceRequest
+from gateway.pipeline.body import parse_request
 from gateway.safety.events import SafetyEvents
 from tests.gateway.safety.helpers import rule, runtime
 from tests.gateway.safety.runaway import BACKTRACKING, Runaway, within_hang_limit

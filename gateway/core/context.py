@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.asgi import Headers, Scope, header
+from gateway.core.asgi import Headers, Scope, header
 
 _MAX_CLIENT_REQUEST_ID = 128
 
