@@ -4,7 +4,7 @@ VENV := .venv
 VLLM_VENV := .venv-vllm
 PROMTOOL := .cache/prometheus/usr/bin/promtool
 
-.PHONY: run test lint bench lock
+.PHONY: run test lint bench lock docs docs-config
 
 # Installs exactly the versions in requirements.lock (with their hashes); `make lock` refreshes
 # it from pyproject.toml's ranges after a dependency is added or should be upgraded.
@@ -42,9 +42,20 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed $(VLLM_VENV)/.installed /usr/bin/chromium $(PROMTOOL) lint
+test: $(VENV)/.installed $(VLLM_VENV)/.installed /usr/bin/chromium $(PROMTOOL) lint docs
 	$(VENV)/bin/python -m pytest
+
+# The docs site (mkdocs.yml, docs/): --strict fails on any broken link or missing page.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d .cache/site
+
+# docs/configuration.md is written from gateway/settings.py's field descriptions;
+# tests/gateway/test_settings_docs.py fails while it is stale.
+docs-config: $(VENV)/.installed
+	$(VENV)/bin/python -m gateway.settings_docs docs/configuration.md
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench.run

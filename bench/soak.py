@@ -20,63 +20,36 @@ import argparse
 import asyncio
 import json
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-import orjson
 from matplotlib.figure import Figure
 
-from bench import full_pipeline, machine
-from bench.rss import _descendants_and_self, tree_rss_kib
-from bench.servers import MODEL, Target, set_token_delay, stop_on_sigterm
+from bench import full_pipeline, leaks, machine
+from bench.servers import Target, set_token_delay, stop_on_sigterm
 
 RESULTS_DIR = Path(__file__).with_name("results")
 SAMPLE_EVERY_S = 10.0
 WARMUP_S = 60.0
 GROWTH_LIMIT_PCT = 10.0
-_PROMPT = [{"role": "user", "content": "Say something about gateways."}]
-_STREAM_END = b"data: [DONE]\n\n"
 
 
 @dataclass(frozen=True)
-class Sample:
-    elapsed_s: float
-    rss_kib: int
-    open_fds: int
+class Sample(leaks.GatewaySample):
     requests: int
     streams: int
 
 
 @dataclass
-class SoakLoad:
-    """Counters the workers update; `failures` keeps the first few reasons for the report."""
+class SoakLoad(leaks.FailureCounts):
+    """Counters the workers update."""
 
     requests: int = 0
     streams: int = 0
-    errors: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    def fail(self, reason: str) -> None:
-        self.errors += 1
-        if len(self.failures) < 20:
-            self.failures.append(reason)
-
-
-def open_fds(root_pid: int) -> int:
-    """Open file descriptors of `root_pid`'s process tree (sockets, pipes, files)."""
-    count = 0
-    for pid in _descendants_and_self(root_pid):
-        try:
-            count += sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
-        except OSError:
-            continue
-    return count
 
 
 def growth_pct(samples: list[Sample], metric: str) -> float:
@@ -91,9 +64,11 @@ async def _soak(target: Target, args: argparse.Namespace) -> tuple[list[Sample],
     started = time.monotonic()
     deadline = started + args.minutes * 60
     headers = target.headers()
-    base = {"model": MODEL, "messages": _PROMPT, "ignore_eos": True}
-    plain_body = orjson.dumps({**base, "max_tokens": 16})
-    stream_body = orjson.dumps({**base, "max_tokens": 64, "stream": True})
+    plain_body = leaks.chat_body(16, stream=False)
+    stream_body = leaks.chat_body(64, stream=True)
+
+    def sample(elapsed: float) -> Sample:
+        return Sample(*leaks.gateway_figures(elapsed, target.pid), load.requests, load.streams)
 
     async def plain_worker(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < deadline:
@@ -111,7 +86,7 @@ async def _soak(target: Target, args: argparse.Namespace) -> tuple[list[Sample],
             try:
                 async with session.post(target.chat_url, data=stream_body, headers=headers) as r:
                     text = await r.read()
-                    if r.status != 200 or not text.endswith(_STREAM_END):
+                    if r.status != 200 or not text.endswith(leaks.STREAM_END):
                         load.fail(f"stream {r.status}: ends {text[-200:]!r}")
                     load.streams += 1
             except (aiohttp.ClientError, TimeoutError) as error:
@@ -120,16 +95,10 @@ async def _soak(target: Target, args: argparse.Namespace) -> tuple[list[Sample],
     async def sampler() -> None:
         while True:
             elapsed = time.monotonic() - started
-            sample = Sample(
-                round(elapsed, 1),
-                tree_rss_kib(target.pid),
-                open_fds(target.pid),
-                load.requests,
-                load.streams,
-            )
-            samples.append(sample)
+            samples.append(sample(elapsed))
             print(
-                f"  {time.strftime('%H:%M:%S')}  {asdict(sample)}  errors={load.errors}", flush=True
+                f"  {time.strftime('%H:%M:%S')}  {asdict(samples[-1])}  errors={load.errors}",
+                flush=True,
             )
             if elapsed >= args.minutes * 60:
                 return
@@ -142,15 +111,7 @@ async def _soak(target: Target, args: argparse.Namespace) -> tuple[list[Sample],
         workers += [stream_worker(session) for _ in range(args.streams)]
         await asyncio.gather(sampler(), *workers)
     # After the load: the sample that shows whether idle connections and buffers were freed.
-    samples.append(
-        Sample(
-            round(time.monotonic() - started, 1),
-            tree_rss_kib(target.pid),
-            open_fds(target.pid),
-            load.requests,
-            load.streams,
-        )
-    )
+    samples.append(sample(time.monotonic() - started))
     return samples, load
 
 
@@ -160,20 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes * 60 <= WARMUP_S:
         raise SystemExit("--minutes must be longer than the 1-minute warm-up")
     stop_on_sigterm()
-    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    print(f"{time.strftime('%H:%M:%S')}  starting; server logs in {workdir}", flush=True)
-    try:
-        with ExitStack() as stack:
-            first = full_pipeline.standin(workdir, "standin-a", 16, stack)
-            second = full_pipeline.standin(workdir, "standin-b", 16, stack)
-            for upstream in (first, second):
-                set_token_delay(upstream.url, args.token_delay_ms)
-            with full_pipeline.running_full(workdir, first.url, second.url) as full:
-                samples, load = asyncio.run(_soak(full.target, args))
-    except BaseException:
-        print(f"soak aborted; server logs kept in {workdir}", file=sys.stderr)
-        raise
-    shutil.rmtree(workdir)
+    with leaks.scratch_dir("soak") as workdir, ExitStack() as stack:
+        first = full_pipeline.standin(workdir, "standin-a", 16, stack)
+        second = full_pipeline.standin(workdir, "standin-b", 16, stack)
+        for upstream in (first, second):
+            set_token_delay(upstream.url, args.token_delay_ms)
+        with full_pipeline.running_full(workdir, first.url, second.url) as full:
+            samples, load = asyncio.run(_soak(full.target, args))
 
     under_load = samples[:-1]  # the last sample is taken after the load stopped
     rss_growth, fd_growth = growth_pct(under_load, "rss_kib"), growth_pct(under_load, "open_fds")
@@ -212,23 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     (args.out_dir / "soak.json").write_text(json.dumps(raw, indent=2) + "\n")
     _plot(samples, args.out_dir / "soak.png", rss_growth, fd_growth)
     (args.out_dir / "soak.md").write_text(_markdown(context, samples, load, verdicts))
-    lines = [f"{'PASS' if passed else 'FAIL'}  {name}: {seen}" for name, seen, passed in verdicts]
-    print("\n".join(lines))
+    print("\n".join(map(leaks.verdict_line, verdicts)))
     return 0 if all(passed for _, _, passed in verdicts) else 1
 
 
 def _markdown(
-    context: dict, samples: list[Sample], load: SoakLoad, verdicts: list[tuple[str, str, bool]]
+    context: dict, samples: list[Sample], load: SoakLoad, verdicts: list[leaks.Verdict]
 ) -> str:
     m, s, p = context["machine"], context["settings"], context["pipeline"]
     safety = full_pipeline.safety_status(p["safety_enforced"], p["safety_admin_reply"])
     lines = [
         "# Soak: full pipeline, mixed streaming and plain load",
         "",
-        f"- Date: {m['date']}",
-        f"- Command: `{context['command']}`",
-        f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
-        f"Linux {m['kernel']}, Python {m['python']}",
+        *leaks.run_lines(context["command"], m),
         f"- Load: {s['plain']} plain workers (16 tokens) + {s['streams']} stream workers "
         f"(64 tokens), back to back for {s['minutes']:g} min; stand-ins pause "
         f"{s['token_delay_ms']:g} ms between tokens",
@@ -246,14 +196,7 @@ def _markdown(
         "The last row is taken after the load stopped. Growth: the last sample during the load "
         "against the first one at or after 60 s.",
         "",
-        "## Criteria",
-        "",
-        *(f"- {'PASS' if ok else 'FAIL'}  {name}: {seen}" for name, seen, ok in verdicts),
-        *(
-            [""] + ["First failures:"] + [f"- `{f}`" for f in load.failures]
-            if load.failures
-            else []
-        ),
+        *leaks.criteria_lines(verdicts, load.failures),
         "",
         "![gateway RSS and open file descriptors over the soak](soak.png)",
         "",

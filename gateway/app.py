@@ -149,9 +149,9 @@ class GatewayApp:
         except Exception:
             logger.exception("request %s failed", ctx.request_id)
             if ctx.status == 0:
-                error = GatewayError(500, "The gateway failed; see its log.", "server_error")
+                failure = GatewayError(500, "The gateway failed; see its log.", "server_error")
                 ctx.status = 500
-                await send_response(send, 500, error.body(), ctx.response_headers())
+                await send_response(send, 500, failure.body(), ctx.response_headers())
         finally:
             if ctx.endpoint:
                 self._observe(ctx)

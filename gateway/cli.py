@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     add_adapter_commands(sub)
     add_usage_commands(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    status: int = args.func(args)
+    return status
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -19,9 +19,12 @@ import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from gateway.settings import CONFIG_ENV_VAR, Settings
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 # The page of the docs that explains each section, linked from its heading.
 SECTION_PAGES = {
@@ -41,7 +44,7 @@ SECTION_PAGES = {
 _CONSTRAINTS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 
 
-def _is_model(annotation: Any) -> bool:
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and hasattr(annotation, "model_fields")
 
 
@@ -102,9 +105,8 @@ def _scalar(value: Any) -> str:
 
 def _env_name(path: tuple[str, ...]) -> str:
     config = Settings.model_config
-    return config.get("env_prefix", "") + config.get("env_nested_delimiter", "__").join(
-        part.upper() for part in path
-    )
+    delimiter = config.get("env_nested_delimiter") or "__"
+    return config.get("env_prefix", "") + delimiter.join(part.upper() for part in path)
 
 
 def _anchor(path: tuple[str, ...]) -> str:
@@ -115,7 +117,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _models(model: type, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], type]]:
+def _models(
+    model: type[BaseModel], path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], type[BaseModel]]]:
     """`model` at `path`, then every nested model below it, depth first."""
     yield path, model
     for name, field in model.model_fields.items():
@@ -123,7 +127,7 @@ def _models(model: type, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...
             yield from _models(field.annotation, (*path, name))
 
 
-def _table(model: type, path: tuple[str, ...]) -> list[str]:
+def _table(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
     rows = [
         "| setting | environment variable | type | default | description |",
         "|---|---|---|---|---|",
@@ -150,7 +154,7 @@ def _table(model: type, path: tuple[str, ...]) -> list[str]:
     return rows
 
 
-def _yaml(model: type, indent: int) -> list[str]:
+def _yaml(model: type[BaseModel], indent: int) -> list[str]:
     lines = []
     pad = "  " * indent
     for name, field in model.model_fields.items():
@@ -168,6 +172,15 @@ def _yaml(model: type, indent: int) -> list[str]:
                 lines.extend(f"{pad}# {part}" for part in textwrap.wrap(comment, width))
             lines.append(line)
     return lines
+
+
+def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
+    """Each section of the settings: every field of `Settings` is a model."""
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not _is_model(model):
+            raise TypeError(f"settings section {section!r} is not a model")
+        yield section, model
 
 
 def render() -> str:
@@ -192,8 +205,8 @@ def render() -> str:
         "`make test` fails while it is stale.",
         "",
     ]
-    for section, field in Settings.model_fields.items():
-        for path, model in _models(field.annotation, (section,)):
+    for section, section_model in _sections():
+        for path, model in _models(section_model, (section,)):
             depth = "#" * (len(path) + 1)
             out.append(f"{depth} {'.'.join(path)} {{ #{_anchor(path)} }}")
             out.append("")
@@ -206,9 +219,9 @@ def render() -> str:
             out.extend(_table(model, path))
             out.append("")
     out.extend(["## Every default, as a YAML file", "", "```yaml"])
-    for section, field in Settings.model_fields.items():
+    for section, model in _sections():
         out.append(f"{section}:")
-        out.extend(_yaml(field.annotation, 1))
+        out.extend(_yaml(model, 1))
     out.extend(["```", ""])
     return "\n".join(out)
 

@@ -121,6 +121,7 @@ class AdapterLoader:
                 break
             await asyncio.sleep(delay)
             delay *= 2
+        assert failure is not None  # load_attempts >= 1, and the loop leaves on a failure
         self.stats.load_failures += 1
         metrics.adapter_operation(replica.url, "load", ok=False)
         logger.warning(

@@ -27,7 +27,7 @@ from gateway.admin.cli import (
 UPDATABLE = ("path", "base_model", "tenant_id", "rank")
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `adapters list|get|register|update|delete`."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL))

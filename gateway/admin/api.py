@@ -373,16 +373,18 @@ def create_admin_app(store: Store, hasher: KeyHasher, admin_keys: list[str]) -> 
         openapi_url=f"{ADMIN_PREFIX}/openapi.json",
         docs_url=f"{ADMIN_PREFIX}/docs",
         redoc_url=None,
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            RequestValidationError: _invalid_request,
+            NotFound: _not_found,
+            Conflict: _conflict,
+            Exception: _server_error,
+        },
     )
     app.state.admin = AdminState(store, hasher, AdminAuth(admin_keys))
     app.include_router(router)
     app.include_router(adapters_router)
     app.include_router(console_router)
     app.include_router(safety_router)
-    app.add_exception_handler(GatewayError, _gateway_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(Conflict, _conflict)
-    app.add_exception_handler(Exception, _server_error)
     return app

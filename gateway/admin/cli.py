@@ -36,7 +36,7 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 Render = Callable[[Any], str]
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `tenants`, `keys` and `audit`; each leaf parser sets ``func(args) -> exit code``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -59,7 +59,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_audit_list)
 
 
-def _group(subparsers: argparse._SubParsersAction, name: str, help: str) -> Any:
+def _group(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> Any:
     return subparsers.add_parser(name, help=help).add_subparsers(dest="subcommand", required=True)
 
 

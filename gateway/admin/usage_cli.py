@@ -22,7 +22,7 @@ from gateway.admin.cli import (
 from gateway.usage.report import COUNTER_COLUMNS, GROUP_COLUMNS, report_columns, report_csv
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `usage`; its parser sets ``func(args) -> exit code``."""
     usage = subparsers.add_parser(
         "usage", help="requests, tokens, errors and rejections per day, tenant, key and model"

@@ -28,7 +28,8 @@ class ClientDisconnected(Exception):
 
 def header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of request header `name` (lower-case), if present."""
-    for key, value in scope["headers"]:
+    headers: Headers = scope["headers"]
+    for key, value in headers:
         if key == name:
             return value
     return None

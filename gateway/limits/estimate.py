@@ -6,7 +6,7 @@ per CHARS_PER_TOKEN characters of text, plus a few tokens per chat message for t
 role markers. Token-id prompts count exactly. The completion part is the most the request
 may generate: max_completion_tokens, else max_tokens, else the configured default, times n.
 The estimate only decides admission; settlement replaces it with the usage vLLM reports, so
-its error lasts one request. README's "Token estimate" section has the measured error.
+its error lasts one request. docs/limits.md (token accounting) has the measured error.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import contextlib
 import time
 import weakref
 from collections import deque
+from typing import Any
 
 from gateway.limits.headers import WindowState, rate_limit_headers
 from gateway.limits.periods import Period
@@ -35,9 +36,9 @@ class SlidingLog:
     __slots__ = ("by_id", "entries", "total")
 
     def __init__(self) -> None:
-        self.entries: deque[list] = deque()
+        self.entries: deque[list[Any]] = deque()
         self.total = 0
-        self.by_id: dict[str, list] = {}
+        self.by_id: dict[str, list[Any]] = {}
 
     def trim(self, cutoff: float) -> None:
         entries = self.entries
@@ -65,11 +66,13 @@ class SlidingLog:
     def frees_at(self, excess: int) -> float:
         """When the oldest entries holding at least `excess` weight will have left."""
         freed = 0
+        at: float
         for at, weight, _ in self.entries:
             freed += weight
             if freed >= excess:
                 return at + WINDOW_S
-        return self.entries[-1][0] + WINDOW_S
+        at = self.entries[-1][0]
+        return at + WINDOW_S
 
 
 class LocalLimiter:
@@ -78,7 +81,7 @@ class LocalLimiter:
         self._requests: dict[str, SlidingLog] = {}
         self._tokens: dict[str, SlidingLog] = {}
         self._leases: dict[str, dict[str, float]] = {}  # scope -> reservation id -> expiry
-        self._budgets: dict[tuple[str, Kind], list] = {}  # -> [period id, tokens used]
+        self._budgets: dict[tuple[str, Kind], list[Any]] = {}  # -> [period id, tokens used]
         self._live: weakref.WeakValueDictionary[str, Reservation] = weakref.WeakValueDictionary()
         self._renewal: asyncio.Task[None] | None = None
 

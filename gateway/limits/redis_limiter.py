@@ -112,13 +112,13 @@ class RedisLimiter:
     async def acquire(
         self, plan: Plan, reservation_id: str, tokens: int, period: Period
     ) -> Reservation:
-        carried = _NO_BATCH
+        carried: Sequence[Arg] = _NO_BATCH
         batch = None
         if self._pending:
             batch = _Batch(self._marker(), self._pending[:MAX_CARRIED])
             del self._pending[:MAX_CARRIED]
             carried = batch.script_args()
-        args = [
+        args: list[Arg] = [
             *self._common_args,
             self._lease_ttl_us,
             int(period.month_ends_at) + _BUDGET_KEY_GRACE_S,
@@ -262,7 +262,7 @@ class RedisLimiter:
                 self._warning.warn("could not renew concurrency leases: %r", error)
 
 
-def _exceeded(plan: Plan, reply: list, tokens: int, period: Period) -> LimitExceeded:
+def _exceeded(plan: Plan, reply: list[int], tokens: int, period: Period) -> LimitExceeded:
     _, scope_number, kind_number, limit, used, retry_us = reply
     kind = KIND_BY_NUMBER[kind_number]
     retry: float | None

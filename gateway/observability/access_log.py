@@ -75,7 +75,7 @@ def log_prompt(ctx: RequestContext, body: dict[str, Any]) -> None:
     masked or redacted them), joined by request id."""
     if not _config.log_prompts:
         return
-    entry = {"ts": _timestamp(), "event": "prompt", "request_id": ctx.request_id}
+    entry: dict[str, object] = {"ts": _timestamp(), "event": "prompt", "request_id": ctx.request_id}
     entry.update((name, body[name]) for name in _PROMPT_FIELDS if name in body)
     _write(entry)
 

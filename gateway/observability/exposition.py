@@ -49,16 +49,19 @@ class LiveWorkersCollector(MultiProcessCollector):
     gone: a crashed or replaced uvicorn worker never says so, and its requests in flight
     would otherwise be counted for ever."""
 
+    # prometheus_client.multiprocess has no annotations, hence the ignores (mypy's strict mode
+    # would accept calls to it once it has).
     def __init__(self, directory: str) -> None:
-        super().__init__(None, directory)
+        super().__init__(None, directory)  # type: ignore[no-untyped-call]
         self._directory = directory
 
     def collect(self) -> Iterable[Metric]:
         for path in Path(self._directory).glob("gauge_live*_*.db"):
             pid = int(path.stem.rsplit("_", 1)[1])
             if not _alive(pid):
-                mark_process_dead(pid, self._directory)
-        return super().collect()
+                mark_process_dead(pid, self._directory)  # type: ignore[no-untyped-call]
+        metrics: Iterable[Metric] = super().collect()  # type: ignore[no-untyped-call]
+        return metrics
 
 
 def _alive(pid: int) -> bool:

@@ -33,8 +33,9 @@ class Answer:
         """vLLM's error message (`{"error": {"message"}}`), else the body as text."""
         try:
             error = orjson.loads(self.body).get("error")
-            if isinstance(error, dict) and isinstance(error.get("message"), str):
-                return error["message"]
+            message = error.get("message") if isinstance(error, dict) else None
+            if isinstance(message, str):
+                return message
         except (orjson.JSONDecodeError, AttributeError):
             pass
         return self.body.decode(errors="replace").strip()[:500] or f"HTTP {self.status}"

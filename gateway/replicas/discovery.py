@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.settings import UpstreamSettings
@@ -31,8 +32,10 @@ def configured_urls(upstream: UpstreamSettings) -> list[str]:
 async def resolve_addresses(host: str, port: int) -> list[str]:
     """The host's addresses (IPv4 when it has any), in the resolver's order, no repeats."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    ipv4 = [info[4][0] for info in infos if info[0] == socket.AF_INET]
-    chosen = ipv4 or [info[4][0] for info in infos]
+    # A host name's addresses are IPv4 or IPv6 ones, whose socket address begins with the IP.
+    addresses = [(family, cast(str, sockaddr[0])) for family, _, _, _, sockaddr in infos]
+    ipv4 = [address for family, address in addresses if family == socket.AF_INET]
+    chosen = ipv4 or [address for _, address in addresses]
     return list(dict.fromkeys(chosen))
 
 

@@ -156,9 +156,10 @@ class Detector:
         for match in pattern.finditer(subject, pos, endpos):
             span = match.span()
             if confirm is not None:
-                span = confirm(subject, *span)
-                if span is None:
+                confirmed = confirm(subject, *span)
+                if confirmed is None:
                     continue
+                span = confirmed
             start = span[0]
             if not_after is not None and start and not_after.match(subject, start - 1):
                 continue

@@ -56,7 +56,8 @@ class _Slot:
 
     @property
     def text(self) -> str:
-        return self.container[self.key]
+        text: str = self.container[self.key]
+        return text
 
     @text.setter
     def text(self, value: str) -> None:

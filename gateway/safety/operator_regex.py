@@ -52,7 +52,7 @@ class OperatorRegex:
 
     __slots__ = ("_regex",)
 
-    def __init__(self, regex: re2._Regexp) -> None:
+    def __init__(self, regex: re2._Regexp[str]) -> None:
         self._regex = regex
 
     def search(self, text: str) -> Span | None:

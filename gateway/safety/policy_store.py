@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
 from pydantic import ValidationError
@@ -136,7 +136,8 @@ class RedisPolicyStore:
         self._key = f"{prefix}safety-policies"
 
     async def load_all(self) -> list[StoredPolicy]:
-        documents = await self._redis.hgetall(self._key)
+        # The client decodes nothing (redis-py types its replies `bytes | str`).
+        documents = cast(dict[bytes, bytes], await self._redis.hgetall(self._key))
         return _valid_policies(sorted((name.decode(), doc) for name, doc in documents.items()))
 
     async def get(self, name: str) -> StoredPolicy | None:

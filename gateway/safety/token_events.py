@@ -50,7 +50,8 @@ def literal_text(literal: bytes) -> str:
     inner = literal[1:-1]
     if inner.isascii() and b"\\" not in inner:
         return inner.decode("ascii")
-    return orjson.loads(literal)
+    text: str = orjson.loads(literal)
+    return text
 
 
 class TokenRun:
@@ -101,7 +102,7 @@ class TokenRun:
         return self.spliced(events, parts)
 
     def spliced(self, events: bytes, parts: dict[int, str]) -> bytes:
-        pieces = []
+        pieces: list[bytes] = []
         cursor = self.start
         for position, text in parts.items():
             start, end = self.literals[position]

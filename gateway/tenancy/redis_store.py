@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio.client import Pipeline, PubSub
@@ -203,6 +203,7 @@ class RedisStore:
         self._url = url
         self._prefix = prefix
         self._timeout_s = timeout_s
+        # Decodes nothing: its replies are bytes, which redis-py types `bytes | str` (the casts).
         self._redis = redis_client(url, timeout_s)
         self._create_tenant = self._redis.register_script(CREATE_TENANT)
         self._update_tenant = self._redis.register_script(UPDATE_TENANT)
@@ -242,7 +243,7 @@ class RedisStore:
         if limit is not None and limit <= 0:
             return []
         last = -1 if limit is None else offset + limit - 1
-        tenant_ids = await self._redis.zrange(self._key("tenants"), offset, last)
+        tenant_ids = cast(list[bytes], await self._redis.zrange(self._key("tenants"), offset, last))
         if not tenant_ids:
             return []
         documents = await self._redis.mget([self._key("tenant", i.decode()) for i in tenant_ids])
@@ -271,13 +272,14 @@ class RedisStore:
             document = await pipe.get(tenant_record)
             if document is None:
                 raise NotFound(f"no tenant {tenant_id!r}")
-            key_ids = await pipe.zrange(tenant_keys, 0, -1)
+            key_ids = cast(list[bytes], await pipe.zrange(tenant_keys, 0, -1))
             key_records = [self._key("key", key_id.decode()) for key_id in key_ids]
             if key_records:
                 await pipe.watch(*key_records)
-            key_documents = [await pipe.hget(record, "doc") for record in key_records]
+            # Every key record has its document.
+            key_documents = [cast(bytes, await pipe.hget(record, "doc")) for record in key_records]
             revoked_at = time.time()
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]  # redis.asyncio leaves it unannotated
             for record, key_document in zip(key_records, key_documents, strict=True):
                 key = orjson.loads(key_document)
                 if key["revoked_at"] is None:
@@ -313,7 +315,7 @@ class RedisStore:
         return _load_key(document, last_used_at)
 
     async def find_key_by_hash(self, secret_hash: str) -> ApiKey | None:
-        key_id = await self._redis.get(self._key("key-hash", secret_hash))
+        key_id = cast(bytes | None, await self._redis.get(self._key("key-hash", secret_hash)))
         return None if key_id is None else await self.get_key(key_id.decode())
 
     async def list_keys(
@@ -322,7 +324,7 @@ class RedisStore:
         if limit <= 0:
             return []
         index = self._key("keys") if tenant_id is None else self._key("tenant-keys", tenant_id)
-        key_ids = await self._redis.zrange(index, offset, offset + limit - 1)
+        key_ids = cast(list[bytes], await self._redis.zrange(index, offset, offset + limit - 1))
         async with self._redis.pipeline(transaction=False) as pipe:
             for key_id in key_ids:
                 pipe.hmget(self._key("key", key_id.decode()), ["doc", "last_used_at"])
@@ -393,8 +395,11 @@ class RedisStore:
         start, skipped = (0, offset) if filtered else (offset, 0)
         entries: list[AuditEntry] = []
         while len(entries) < skipped + limit:
-            entry_ids = await self._redis.zrevrangebyscore(
-                index, "+inf", "-inf" if since is None else since, start=start, num=limit
+            entry_ids = cast(
+                list[bytes],
+                await self._redis.zrevrangebyscore(
+                    index, "+inf", "-inf" if since is None else since, start=start, num=limit
+                ),
             )
             if not entry_ids:
                 break
@@ -469,7 +474,7 @@ def _optional(value: float | None) -> float | str:
     return "" if value is None else value
 
 
-def _load_key(document: bytes | None, last_used_at: bytes | None) -> ApiKey | None:
+def _load_key(document: bytes | str | None, last_used_at: bytes | str | None) -> ApiKey | None:
     if document is None:
         return None
     key = key_from_dict(orjson.loads(document))

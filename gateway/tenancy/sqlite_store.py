@@ -272,10 +272,12 @@ class SqliteStore:
             self._local_handlers.remove(handler)
 
     def _data_version(self) -> int:
-        return self._file.read("PRAGMA data_version")[0][0]
+        version: int = self._file.read("PRAGMA data_version")[0][0]
+        return version
 
     def _generation(self) -> int:
-        return self._file.read("SELECT generation FROM invalidation")[0][0]
+        generation: int = self._file.read("SELECT generation FROM invalidation")[0][0]
+        return generation
 
     async def ping(self) -> None:
         self._file.read("SELECT 1")

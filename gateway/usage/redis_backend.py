@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -116,10 +116,13 @@ class RedisUsageBackend:
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
         first, last = usage_filter.first_day, usage_filter.last_day
-        days: list[str] = await self._redis.zrangebyscore(
-            self._key("usage-days"),
-            date.fromisoformat(first).toordinal() if first else "-inf",
-            date.fromisoformat(last).toordinal() if last else "+inf",
+        days = cast(  # the client decodes its replies (redis-py types them `bytes | str`)
+            list[str],
+            await self._redis.zrangebyscore(
+                self._key("usage-days"),
+                date.fromisoformat(first).toordinal() if first else "-inf",
+                date.fromisoformat(last).toordinal() if last else "+inf",
+            ),
         )
         if usage_filter.tenant_id is not None:
             day_tenants = [(day, usage_filter.tenant_id) for day in days]

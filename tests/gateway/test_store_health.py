@@ -10,7 +10,7 @@ import time
 import pytest
 from redis import exceptions as redis_errors
 
-from gateway.errors import StoreUnavailable
+from gateway.core.errors import StoreUnavailable
 from gateway.store_health import StoreHealth, guarded
 
 

@@ -7,7 +7,7 @@ import asyncio
 import pydantic
 import pytest
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.isolation.fair_queue import FairQueue, reserved_slots
 from gateway.settings import FairQueueSettings
 from tests.gateway.isolation.conftest import sample

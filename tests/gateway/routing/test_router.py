@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.routing import Replica, Router
 from tests.fixtures.processes import ServerProcess
 from tests.fixtures.replicas import (

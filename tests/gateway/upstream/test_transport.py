@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError
 from gateway.settings import UpstreamSettings
 from gateway.upstream.transport import UpstreamTransport
 

@@ -9,10 +9,7 @@ falls on.
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -22,18 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from gateway.usage.backend import UsageBackend
 from gateway.usage.ledger import UsageLedger
 from gateway.usage.redis_backend import RedisUsageBackend
 from gateway.usage.sqlite_backend import SqliteUsageBackend
-from tests.fixtures.processes import ServerProcess
-from tests.fixtures.redis import answers_ping, start_redis_server
+from tests.fixtures.redis import OwnRedis
 
 # Short, so that a frozen Redis or a locked file fails a flush quickly.
 STORE_TIMEOUT_S = 0.3
-RESTART_TIMEOUT_S = 15.0
 DAY_1, DAY_2, DAY_3 = "2030-01-01", "2030-01-02", "2030-01-03"
 
 
@@ -51,56 +45,10 @@ class Clock:
         return self.now
 
 
-class OwnRedis:
-    """A redis-server that tests may stop and start again, by PID, keeping its data."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self._server = start_redis_server(log_dir)
-        self.url = self._server.url
-
-    @contextmanager
-    def down(self) -> Iterator[None]:
-        """Save the data, stop the server; after the block, start it again on its port."""
-        with redis.Redis.from_url(self.url) as client:
-            client.save()
-        self._server.stop()
-        try:
-            yield
-        finally:
-            self._restart()
-
-    def _restart(self) -> None:
-        # The same command line: same port, and the same --dir, whose dump.rdb it loads.
-        previous = self._server
-        with previous.log_path.open("ab") as log_file:
-            process = subprocess.Popen(
-                previous.process.args, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        self._server = ServerProcess(process, self.url, previous.log_path)
-        deadline = time.monotonic() + RESTART_TIMEOUT_S
-        while not answers_ping(self.url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not come back:\n{self._server.log()}")
-            time.sleep(0.05)
-
-    @contextmanager
-    def frozen(self) -> Iterator[None]:
-        """SIGSTOP: connections are accepted and commands queue up, but nothing answers."""
-        self._server.process.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            self._server.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        self._server.stop()
-
-
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path_factory.mktemp("usage-redis"))
-    yield server
-    server.stop()
+    with OwnRedis(tmp_path_factory.mktemp("usage-redis")) as server:
+        yield server
 
 
 @dataclass

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.errors import StoreUnavailable
+from gateway.core.errors import StoreUnavailable
 from gateway.usage.backend import Batch, UsageBackend, UsageFilter
 from gateway.usage.counts import UsageCounts, UsageKey
 from gateway.usage.ledger import BATCH_ROWS, UsageLedger
