@@ -12,7 +12,7 @@ import contextlib
 
 from gateway.core.asgi import Receive, Scope, Send, send_response
 from gateway.core.context import RequestContext
-from gateway.core.errors import GatewayError, StoreUnavailable
+from gateway.core.errors import StoreUnavailable, UpstreamUnavailable
 from gateway.routing import Router
 from gateway.store_health import CheckableStore
 
@@ -28,9 +28,7 @@ class Readiness:
 
     async def readyz(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
         if not any(replica.healthy for replica in self._router.replicas):
-            raise GatewayError(
-                503, "No model server is reachable.", "upstream_error", None, "upstream_unavailable"
-            )
+            raise UpstreamUnavailable("no replica passes its health checks")
         for store in self._required_stores:
             if not store.health.available:  # seen down: has it come back since?
                 with contextlib.suppress(StoreUnavailable):

@@ -25,7 +25,7 @@ from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.loader import AdapterLoader, AdapterLoadError
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
-from gateway.core.errors import GatewayError, StoreUnavailable, upstream_unavailable
+from gateway.core.errors import GatewayError, StoreUnavailable, UpstreamUnavailable
 from gateway.replicas.control import ReplicaClient
 from gateway.replicas.discovery import Resolver, resolve_addresses
 from gateway.replicas.monitor import ReplicaMonitor
@@ -198,9 +198,7 @@ class Lease:
         while True:
             try:
                 response = await call(self.replica.url)
-            except GatewayError as error:
-                if error.code != "upstream_unavailable":
-                    raise
+            except UpstreamUnavailable as error:
                 self._router.monitor.record_failure(self.replica)
                 tried.append(self.replica)
                 await self._move(tried, error)
@@ -219,10 +217,8 @@ class Lease:
     async def _move(self, tried: list[Replica], cause: GatewayError) -> None:
         try:
             replica = await self._router._place(self._target, self._record, list(tried))
-        except GatewayError as error:
-            if error.code == "upstream_unavailable":
-                raise cause from None
-            raise
+        except UpstreamUnavailable:
+            raise cause from None
         _give_back(self.replica, self._adapter)
         self.replica = replica
 
@@ -257,8 +253,8 @@ def _give_back(replica: Replica, adapter: str | None) -> None:
             del replica.in_use[adapter]
 
 
-def _no_replica(count: int) -> GatewayError:
-    return upstream_unavailable(
+def _no_replica(count: int) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
         f"none of the {count} replicas passes its health checks"
         if count
         else "no replica is configured or resolved"

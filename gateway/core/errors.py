@@ -40,30 +40,44 @@ def error_body(
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
-def bad_request(message: str, param: str | None = None) -> GatewayError:
-    return GatewayError(400, message, param=param)
+class BadRequest(GatewayError):
+    """400: the request is malformed; `param` names the field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(400, message, param=param)
 
 
-def upstream_unavailable(detail: str) -> GatewayError:
-    return GatewayError(
-        503,
-        f"The model server is unavailable: {detail}",
-        "upstream_error",
-        None,
-        "upstream_unavailable",
-    )
+class UpstreamError(GatewayError):
+    """The model server did not give a usable answer (5xx, type ``upstream_error``)."""
+
+    status_code = 502
+    error_code = "bad_gateway"
+    summary = "The model server failed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            self.status_code, f"{self.summary}: {detail}", "upstream_error", None, self.error_code
+        )
 
 
-def upstream_bad_gateway(detail: str) -> GatewayError:
-    return GatewayError(
-        502, f"The model server failed: {detail}", "upstream_error", None, "bad_gateway"
-    )
+class UpstreamUnavailable(UpstreamError):
+    """503: no replica could be reached; the router may try another one."""
+
+    status_code = 503
+    error_code = "upstream_unavailable"
+    summary = "The model server is unavailable"
 
 
-def upstream_timeout(detail: str) -> GatewayError:
-    return GatewayError(
-        504, f"The model server timed out: {detail}", "upstream_error", None, "upstream_timeout"
-    )
+class UpstreamBadGateway(UpstreamError):
+    """502: the replica answered something that is not a valid response, or broke off."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """504: no answer (or no next stream event) in time."""
+
+    status_code = 504
+    error_code = "upstream_timeout"
+    summary = "The model server timed out"
 
 
 class StoreUnavailable(GatewayError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gateway.core.errors import bad_request
+from gateway.core.errors import BadRequest
 from gateway.core.request import Endpoint, InferenceRequest
 
 _JSON_TYPE_NAMES = {
@@ -31,9 +31,9 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> InferenceRequest:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}") from None
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
+        raise BadRequest("The request body must be a JSON object.")
 
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -54,7 +54,7 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> InferenceRequest:
             raise _wrong_type(name, "a number", value)
     _check_input(endpoint, body)
     if stream and endpoint is Endpoint.EMBEDDINGS:
-        raise bad_request("Embeddings cannot be streamed.", "stream")
+        raise BadRequest("Embeddings cannot be streamed.", "stream")
     return InferenceRequest(endpoint, raw, body, model, stream, client_wants_usage)
 
 
@@ -74,7 +74,7 @@ def upstream_body(request: InferenceRequest, upstream_model: str | None) -> byte
     try:
         return orjson.dumps(request.body)
     except orjson.JSONEncodeError as exc:  # orjson reads 1024 levels deep but writes 255
-        raise bad_request(f"The request body cannot be forwarded: {exc}") from None
+        raise BadRequest(f"The request body cannot be forwarded: {exc}") from None
 
 
 def _check_stream_options(options: Any) -> bool:
@@ -93,22 +93,22 @@ def _check_stream_options(options: Any) -> bool:
 def _check_input(endpoint: Endpoint, body: dict[str, Any]) -> None:
     name = endpoint.input_field
     if name not in body:
-        raise bad_request(f"Missing required parameter: '{name}'.", name)
+        raise BadRequest(f"Missing required parameter: '{name}'.", name)
     value = body[name]
     if endpoint is Endpoint.CHAT:
         if not isinstance(value, list):
             raise _wrong_type(name, "an array", value)
         if not value:
-            raise bad_request(f"'{name}' must contain at least one message.", name)
+            raise BadRequest(f"'{name}' must contain at least one message.", name)
         for index, message in enumerate(value):
             if not isinstance(message, dict):
                 raise _wrong_type(f"{name}[{index}]", "an object", message)
             if not isinstance(message.get("role"), str):
-                raise bad_request(
+                raise BadRequest(
                     f"Missing or invalid 'role' in {name}[{index}].", f"{name}[{index}].role"
                 )
     elif not _is_text_or_tokens(value):
-        raise bad_request(
+        raise BadRequest(
             f"Invalid '{name}': expected a string, an array of strings, an array of token ids "
             "or an array of token-id arrays.",
             name,
@@ -138,4 +138,4 @@ def _is_text_or_tokens(value: Any) -> bool:
 
 def _wrong_type(param: str, expected: str, value: Any) -> Exception:
     got = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-    return bad_request(f"Invalid type for '{param}': expected {expected}, but got {got}.", param)
+    return BadRequest(f"Invalid type for '{param}': expected {expected}, but got {got}.", param)

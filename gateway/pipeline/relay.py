@@ -19,7 +19,7 @@ import orjson
 
 from gateway.core.asgi import Receive, Send, send_response
 from gateway.core.context import RequestContext
-from gateway.core.errors import GatewayError, upstream_bad_gateway, upstream_timeout
+from gateway.core.errors import GatewayError, UpstreamBadGateway, UpstreamTimeout
 from gateway.core.status import CLIENT_CLOSED_REQUEST
 from gateway.safety.output_guard import OutputGuard
 from gateway.upstream.transport import UpstreamTransport, as_openai_error, drop_traceback
@@ -147,7 +147,7 @@ async def relay_stream(
                 response.close()
                 break
     except TimeoutError:
-        failure = upstream_timeout("the stream stalled")
+        failure = UpstreamTimeout("the stream stalled")
     except _DrainTimeUp:
         failure = GatewayError(
             503,
@@ -158,7 +158,7 @@ async def relay_stream(
         )
     except aiohttp.ClientError as exc:
         drop_traceback(exc)  # a client disconnect lands here, with aiohttp's shared instance
-        failure = upstream_bad_gateway(f"the stream broke off ({type(exc).__name__})")
+        failure = UpstreamBadGateway(f"the stream broke off ({type(exc).__name__})")
     finally:
         watcher.cancel()
         in_flight_streams.discard(response)
@@ -166,7 +166,7 @@ async def relay_stream(
     if ctx.status == CLIENT_CLOSED_REQUEST:
         return
     if failure is None and not last_sent.endswith(_DONE):
-        failure = upstream_bad_gateway("the stream ended before [DONE]")
+        failure = UpstreamBadGateway("the stream ended before [DONE]")
     if failure is not None:
         ctx.status = failure.status
         event = b"data: " + failure.body() + _EVENT_END

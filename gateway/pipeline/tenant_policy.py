@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.core.errors import GatewayError, bad_request
+from gateway.core.errors import BadRequest, GatewayError
 from gateway.routing import ModelTarget
 from gateway.tenancy.auth import Principal
 
@@ -17,7 +17,7 @@ def resolve_model(principal: Principal, requested: str | None) -> ModelTarget:
     """The caller's model; another tenant's names (or raw adapter names) are simply unknown."""
     name = requested if requested is not None else principal.tenant.default_model
     if name is None:
-        raise bad_request("'model' is required: this API key's tenant has no default.", "model")
+        raise BadRequest("'model' is required: this API key's tenant has no default.", "model")
     route = principal.models.get(name)
     if route is None:
         raise model_not_found(name)

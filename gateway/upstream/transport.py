@@ -29,9 +29,9 @@ import orjson
 from gateway.core.context import RequestContext
 from gateway.core.errors import (
     GatewayError,
-    upstream_bad_gateway,
-    upstream_timeout,
-    upstream_unavailable,
+    UpstreamBadGateway,
+    UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from gateway.settings import UpstreamSettings
 
@@ -97,10 +97,10 @@ class UpstreamTransport:
         try:
             return await response.read()
         except TimeoutError:
-            raise upstream_timeout("no response body in time") from None
+            raise UpstreamTimeout("no response body in time") from None
         except aiohttp.ClientError as exc:
             drop_traceback(exc)
-            raise upstream_bad_gateway(f"the response broke off ({type(exc).__name__})") from None
+            raise UpstreamBadGateway(f"the response broke off ({type(exc).__name__})") from None
         finally:
             ctx.upstream_seconds += time.perf_counter() - started
 
@@ -124,11 +124,11 @@ class UpstreamTransport:
                 except aiohttp.ServerDisconnectedError:  # a stale pooled connection: once more
                     return await send()
         except (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError, TimeoutError):
-            raise upstream_timeout("no response in time") from None
+            raise UpstreamTimeout("no response in time") from None
         except aiohttp.ClientConnectorError as exc:
-            raise upstream_unavailable(f"cannot connect ({exc.os_error.strerror})") from None
+            raise UpstreamUnavailable(f"cannot connect ({exc.os_error.strerror})") from None
         except aiohttp.ClientError as exc:
-            raise upstream_bad_gateway(f"no valid response ({type(exc).__name__})") from None
+            raise UpstreamBadGateway(f"no valid response ({type(exc).__name__})") from None
         finally:
             ctx.upstream_seconds += time.perf_counter() - started
 
