@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from gateway.adapters.registry import open_registry
 from gateway.admin.api import create_admin_app
 from gateway.admin.usage_api import attach_usage
 from gateway.core.asgi import (
@@ -41,12 +40,11 @@ from gateway.replicas.discovery import configured_urls
 from gateway.routing import Router
 from gateway.safety.engine import SafetyEngine
 from gateway.settings import Settings, load_settings
-from gateway.store_health import CheckableStore
+from gateway.stores import open_stores
 from gateway.tenancy.auth import KeyAuthenticator
-from gateway.tenancy.open_store import open_store
 from gateway.tenancy.secrets import KeyHasher, server_secret
 from gateway.upstream.transport import UpstreamTransport
-from gateway.usage.open_ledger import open_ledger
+from gateway.usage.ledger import UsageLedger
 
 Handler = Callable[[RequestContext, Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("gateway")
@@ -60,13 +58,8 @@ class GatewayApp:
             raise ValueError("no upstream: set upstream.url or upstream.replicas")
         self.settings = settings
         store_settings = settings.store
-        self.store = open_store(
-            store_settings.redis_url,
-            store_settings.sqlite_path,
-            store_settings.redis_prefix,
-            store_settings.redis_timeout_s,
-            store_settings.call_budget_s,
-        )
+        stores = open_stores(store_settings)
+        self.store = stores.keys
         secret = settings.auth.key_hash_secret
         key_hash_secret = server_secret(
             secret.get_secret_value() if secret else None,
@@ -79,14 +72,15 @@ class GatewayApp:
         )
         guard = self.authenticator if settings.auth.enabled else None
         self.limiter = open_limiter(settings.limits, store_settings)
-        self.ledger = open_ledger(settings)
+        usage = settings.usage
+        self.ledger = UsageLedger(stores.usage, usage.flush_interval_s, usage.max_pending_entries)
         self.transport = UpstreamTransport(settings.upstream)
-        self.registry = open_registry(store_settings)
+        self.registry = stores.adapters
         self.router = router = Router(
             replica_urls, settings.routing, self.registry, settings.upstream.api_key
         )
         isolation = TenantIsolation.from_settings(settings.isolation, key_hash_secret)
-        self.safety = SafetyEngine.from_settings(settings, self.store)
+        self.safety = SafetyEngine.from_settings(settings, stores.safety_policies, self.store)
         self.safety.events.subscribe(
             lambda event: metrics.safety_action(event.rule, event.direction, event.action)
         )
@@ -99,13 +93,7 @@ class GatewayApp:
         }
         self._routes[("GET", "/v1/models")] = models.list
         self._routes[("GET", "/healthz")] = healthz
-        stores: list[CheckableStore] = [
-            self.store,
-            self.registry,
-            self.safety.policies,
-            self.ledger,
-        ]
-        required = stores if settings.server.readyz_requires_stores else []
+        required = stores.all() if settings.server.readyz_requires_stores else []
         self._routes[("GET", "/readyz")] = Readiness(router, required).readyz
         serve_metrics = metrics_handler(settings)
         if serve_metrics is not None:

@@ -1,9 +1,9 @@
-"""The adapter registry's interface, and the store the settings choose for it.
+"""The adapter registry's interface.
 
-It lives in the same kind of store as the tenants (Redis when configured, else the SQLite
-file), through a client and a table of its own, so every gateway instance sees the adapters
-every other one may load. Errors are the tenancy store's (`NotFound`, `Conflict`), which the
-admin API already maps to 404 and 409.
+It lives in the same kind of store as the tenants (`gateway.stores`: Redis when configured,
+else the SQLite file), through a client and a table of its own, so every gateway instance sees
+the adapters every other one may load. Errors are the tenancy store's (`NotFound`,
+`Conflict`), which the admin API already maps to 404 and 409.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.adapters.models import AdapterRecord
-from gateway.adapters.redis_registry import RedisAdapterRegistry
-from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
-from gateway.settings import StoreSettings
 from gateway.store_health import StoreHealth
 
 
@@ -38,15 +35,3 @@ class AdapterRegistry(Protocol):
         """One cheap round trip: whether the store answers (readiness probes)."""
 
     async def close(self) -> None: ...
-
-
-def open_registry(settings: StoreSettings) -> AdapterRegistry:
-    """Synchronous like `open_store`, so the app can build it before the event loop runs."""
-    if settings.redis_url:
-        return RedisAdapterRegistry(
-            settings.redis_url,
-            settings.redis_prefix,
-            settings.redis_timeout_s,
-            settings.call_budget_s,
-        )
-    return SqliteAdapterRegistry(settings.sqlite_path, budget_s=settings.call_budget_s)

@@ -21,7 +21,7 @@ from gateway.core.errors import GatewayError, StoreUnavailable
 from gateway.safety.events import SafetyEvents
 from gateway.safety.guard_model import GuardModel, GuardSessions
 from gateway.safety.policy import NO_POLICY, PolicySpec, SafetySettings
-from gateway.safety.policy_store import PolicyStore, open_policy_store
+from gateway.safety.policy_store import PolicyStore
 from gateway.safety.runtime import CompiledPolicy, PolicyRuntime
 from gateway.settings import Settings
 from gateway.tenancy.auth import Principal
@@ -63,12 +63,11 @@ class SafetyEngine:
         self._compiled = self._compile(self._specs)
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store) -> SafetyEngine:
-        """The engine for the gateway: policies beside the tenancy records, audit entries into
-        the tenancy `store`, guard models defaulting to the upstream."""
+    def from_settings(cls, settings: Settings, policies: PolicyStore, store: Store) -> SafetyEngine:
+        """The engine for the gateway: stored `policies`, audit entries into the tenancy
+        `store`, guard models defaulting to the upstream."""
         upstream = settings.upstream
         url = str(upstream.url) if upstream.url is not None else None
-        policies = open_policy_store(settings.store)
         return cls(settings.safety, policies, store, url, upstream.api_key)
 
     @property

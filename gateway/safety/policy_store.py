@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 import orjson
 from pydantic import ValidationError
@@ -23,9 +23,6 @@ from gateway.sqlite import SqliteFile
 from gateway.store_health import StoreHealth, guarded
 
 logger = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from gateway.settings import StoreSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +154,3 @@ class RedisPolicyStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def open_policy_store(settings: StoreSettings) -> PolicyStore:
-    """Beside the tenancy records: Redis when a URL is configured, else the SQLite file."""
-    if settings.redis_url:
-        return RedisPolicyStore(
-            settings.redis_url,
-            settings.redis_prefix,
-            settings.redis_timeout_s,
-            settings.call_budget_s,
-        )
-    return SqlitePolicyStore(settings.sqlite_path, budget_s=settings.call_budget_s)

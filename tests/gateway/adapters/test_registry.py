@@ -13,9 +13,10 @@ import pytest_asyncio
 
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.redis_registry import RedisAdapterRegistry
-from gateway.adapters.registry import AdapterRegistry, open_registry
+from gateway.adapters.registry import AdapterRegistry
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
 from gateway.settings import StoreSettings
+from gateway.stores import open_stores
 from gateway.tenancy.store import Conflict, NotFound
 from tests.fixtures.redis import delete_prefixed_keys
 
@@ -30,7 +31,7 @@ async def registries(
     else:
         url = request.getfixturevalue("redis_url")
         settings = StoreSettings(redis_url=url, redis_prefix=f"test-{uuid.uuid4().hex}:")
-    one, other = open_registry(settings), open_registry(settings)
+    one, other = open_stores(settings).adapters, open_stores(settings).adapters
     expected = SqliteAdapterRegistry if request.param == "sqlite" else RedisAdapterRegistry
     assert isinstance(one, expected)
     yield one, other

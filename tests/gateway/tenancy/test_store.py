@@ -13,7 +13,6 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from gateway.tenancy.models import ApiKey, AuditEntry, Limits, ModelRoute, Tenant
-from gateway.tenancy.open_store import open_store
 from gateway.tenancy.redis_store import RedisStore
 from gateway.tenancy.sqlite_store import SqliteStore
 from gateway.tenancy.store import Conflict, InvalidationHandler, NotFound, Store
@@ -375,16 +374,3 @@ async def test_redis_listener_resubscribes_and_notifies_after_losing_its_connect
         await asyncio.wait_for(heard.wait(), timeout=15)
         heard.clear()
         await publish_until_heard(redis_store, heard)
-
-
-async def test_open_store_picks_redis_when_a_url_is_given(redis_url: str, tmp_path: Path) -> None:
-    sqlite_path = tmp_path / "state" / "gateway.db"
-    embedded = open_store(None, sqlite_path)
-    shared = open_store(redis_url, sqlite_path, prefix=f"test-{uuid.uuid4().hex}:")
-    try:
-        assert isinstance(embedded, SqliteStore) and sqlite_path.exists()
-        assert isinstance(shared, RedisStore)
-        assert await shared.list_tenants() == []
-    finally:
-        await embedded.close()
-        await shared.close()

@@ -13,18 +13,18 @@ from fastapi import FastAPI
 from gateway.admin.api import create_admin_app
 from gateway.admin.usage_api import attach_usage
 from gateway.settings import load_settings
-from gateway.tenancy.open_store import open_store
+from gateway.stores import open_stores
 from gateway.tenancy.secrets import KeyHasher
-from gateway.usage.open_ledger import open_ledger
+from gateway.usage.ledger import UsageLedger
 
 
 def create_app() -> FastAPI:
     settings = load_settings()
-    store = settings.store
+    stores = open_stores(settings.store)
     app = create_admin_app(
-        open_store(store.redis_url, store.sqlite_path, store.redis_prefix, store.redis_timeout_s),
+        stores.keys,
         KeyHasher(secrets.token_bytes(32)),  # no keys are created here
         settings.admin.all_keys(),
     )
-    attach_usage(app, open_ledger(settings))
+    attach_usage(app, UsageLedger(stores.usage, settings.usage.flush_interval_s))
     return app

@@ -1,0 +1,57 @@
+"""Where the gateway keeps its durable state, chosen in one place from the settings.
+
+Redis when `store.redis_url` is set (shared by every instance), else the embedded SQLite file.
+Every store gets the same Redis client policy (`gateway.redis_client`) and the same call budget
+(`gateway.store_health`). The rate limiter is not among them: it keeps its own pipelined
+connection with a far smaller budget (`gateway.limits`).
+
+Synchronous, so the app can build them before an event loop runs: Redis connects on the first
+call, SQLite only opens its file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.adapters.redis_registry import RedisAdapterRegistry
+from gateway.adapters.registry import AdapterRegistry
+from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
+from gateway.safety.policy_store import PolicyStore, RedisPolicyStore, SqlitePolicyStore
+from gateway.settings import StoreSettings
+from gateway.store_health import CheckableStore
+from gateway.tenancy.redis_store import RedisStore
+from gateway.tenancy.sqlite_store import SqliteStore
+from gateway.tenancy.store import Store
+from gateway.usage.backend import UsageBackend
+from gateway.usage.redis_backend import RedisUsageBackend
+from gateway.usage.sqlite_backend import SqliteUsageBackend
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    keys: Store  # tenants, API keys, the audit log, and the invalidation channel
+    adapters: AdapterRegistry
+    safety_policies: PolicyStore
+    usage: UsageBackend
+
+    def all(self) -> list[CheckableStore]:
+        return [self.keys, self.adapters, self.safety_policies, self.usage]
+
+
+def open_stores(settings: StoreSettings) -> Stores:
+    budget = settings.call_budget_s
+    if settings.redis_url:
+        url, prefix, timeout = settings.redis_url, settings.redis_prefix, settings.redis_timeout_s
+        return Stores(
+            RedisStore(url, prefix, timeout, budget),
+            RedisAdapterRegistry(url, prefix, timeout, budget),
+            RedisPolicyStore(url, prefix, timeout, budget),
+            RedisUsageBackend(url, prefix, timeout, budget),
+        )
+    path = settings.sqlite_path
+    return Stores(
+        SqliteStore(path, budget_s=budget),
+        SqliteAdapterRegistry(path, budget_s=budget),
+        SqlitePolicyStore(path, budget_s=budget),
+        SqliteUsageBackend(path, budget_s=budget),
+    )

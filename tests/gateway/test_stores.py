@@ -1,0 +1,42 @@
+"""The settings choose every store in one place: Redis with a URL, else the SQLite file."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from gateway.adapters.redis_registry import RedisAdapterRegistry
+from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
+from gateway.safety.policy_store import RedisPolicyStore, SqlitePolicyStore
+from gateway.settings import StoreSettings
+from gateway.stores import open_stores
+from gateway.tenancy.redis_store import RedisStore
+from gateway.tenancy.sqlite_store import SqliteStore
+from gateway.usage.redis_backend import RedisUsageBackend
+from gateway.usage.sqlite_backend import SqliteUsageBackend
+from tests.fixtures.redis import delete_prefixed_keys
+
+
+async def test_without_a_url_every_store_is_the_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "gateway.db"
+    stores = open_stores(StoreSettings(sqlite_path=path, call_budget_s=0.7))
+    kinds = [type(store) for store in stores.all()]
+    assert kinds == [SqliteStore, SqliteAdapterRegistry, SqlitePolicyStore, SqliteUsageBackend]
+    assert path.exists()
+    for store in stores.all():
+        assert store.health.budget_s == 0.7
+        await store.ping()
+        await store.close()
+
+
+async def test_with_a_url_every_store_is_redis(redis_url: str, tmp_path: Path) -> None:
+    prefix = f"test-{uuid.uuid4().hex}:"
+    settings = StoreSettings(redis_url=redis_url, redis_prefix=prefix, sqlite_path=tmp_path / "x")
+    stores = open_stores(settings)
+    kinds = [type(store) for store in stores.all()]
+    assert kinds == [RedisStore, RedisAdapterRegistry, RedisPolicyStore, RedisUsageBackend]
+    assert await stores.keys.list_tenants() == []
+    for store in stores.all():
+        await store.ping()
+        await store.close()
+    await delete_prefixed_keys(redis_url, prefix)
