@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from gateway.tenancy.admin_keys import admin_key_id
 from tests.fixtures.gateway import ADMIN_KEY, Gateway, start_gateway
 from tests.fixtures.processes import PYTHON, ServerProcess, free_port, running_server
+from tests.gateway.admin.helpers import ok, unique
 
 OTHER_ADMIN_KEY = "second-admin-key-9876543210"
 SUPPORT_MODELS = {
@@ -37,15 +37,6 @@ def gw(standin: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
     gateway = start_gateway(standin.url, tmp_path_factory.mktemp("admin"), admin__keys=admin_keys)
     yield gateway
     gateway.stop()
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 def new_tenant(gw: Gateway, **fields: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ field, and every list answers a page at a time, in order and without gaps or rep
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
@@ -12,18 +11,10 @@ import pytest
 
 from gateway.admin.schemas import DEFAULT_PAGE, MAX_PAGE
 from tests.fixtures.gateway import Gateway
+from tests.gateway.admin.helpers import ok, unique
 
 MAX_PAGES_READ = 50  # a list that never ends would otherwise hang the test
 SIZE_RULE = {"name": "r", "direction": "input", "detector": "size_limits"}
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 def new_tenant(gw: Gateway, **fields: Any) -> dict[str, Any]:

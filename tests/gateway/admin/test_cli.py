@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from gateway.admin.cli import ADMIN_KEY_ENV, URL_ENV, add_commands
 from gateway.admin.schemas import MAX_PAGE
 from tests.fixtures.gateway import ACME_MODELS, ADMIN_KEY, Gateway
 from tests.fixtures.processes import free_port
+from tests.gateway.admin.helpers import unique
 
 
 @dataclass
@@ -61,10 +61,6 @@ def cli(
         return Run(code, out, err)
 
     return run
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def fields(run: Run) -> dict[str, str]:
