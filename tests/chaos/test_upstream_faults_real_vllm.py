@@ -21,10 +21,8 @@ from tests.chaos.procfs import descendants
 from tests.chaos.report import ChaosReport
 from tests.chaos.upstream import InFlight, gateway_with_timeouts, kill_mid_flight, one_by_one
 from tests.fixtures.gateway import Gateway
-from tests.fixtures.processes import free_port
-from tests.fixtures.real_vllm import READY_TIMEOUT_S
-from vllm_server import tiny_model
-from vllm_server.launcher import TINY_MODEL_DIR, VllmConfig, VllmServer, default_venv, venv_python
+from tests.fixtures.real_vllm import READY_TIMEOUT_S, tiny_model_config
+from vllm_server.launcher import VllmServer, default_venv, venv_python
 
 pytestmark = pytest.mark.vllm
 
@@ -41,15 +39,7 @@ REQUESTS_WHILE_DOWN = 4
 @pytest.fixture
 def own_vllm(tmp_path: Path) -> Iterator[VllmServer]:
     """A vLLM of the test's own; afterwards every process it started is gone."""
-    python = venv_python(default_venv())
-    tiny_model.build_with(python, TINY_MODEL_DIR)
-    config = VllmConfig(
-        model=str(tiny_model.base_dir(TINY_MODEL_DIR)),
-        dtype="float32",
-        max_model_len=512,
-        port=free_port(),
-        venv=str(default_venv()),
-    )
+    config = tiny_model_config(venv_python(default_venv()))
     server = VllmServer.start(config, tmp_path / "vllm.log", READY_TIMEOUT_S)
     children = descendants(server.process.pid)
     yield server

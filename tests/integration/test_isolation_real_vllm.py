@@ -22,13 +22,9 @@ import pytest
 from gateway.isolation.upstream_fields import TenantIsolation
 from gateway.settings import IsolationSettings
 from tests.fixtures.metrics import metric_value
-from tests.fixtures.processes import free_port
-from tests.fixtures.real_vllm import READY_TIMEOUT_S, RealVllm
+from tests.fixtures.real_vllm import READY_TIMEOUT_S, RealVllm, tiny_model_config
 from tests.gateway.isolation.conftest import principal
-from vllm_server import tiny_model
 from vllm_server.launcher import (
-    TINY_MODEL_DIR,
-    VllmConfig,
     VllmServer,
     default_venv,
     venv_python,
@@ -94,14 +90,8 @@ def test_tenants_of_one_shared_group_hit_each_others_cache(real_vllm: RealVllm) 
 @pytest.fixture(scope="module")
 def priority_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """vLLM with priority scheduling and one running sequence at a time, so others wait."""
-    python = venv_python(default_venv())
-    tiny_model.build_with(python, TINY_MODEL_DIR)
-    config = VllmConfig(
-        model=str(tiny_model.base_dir(TINY_MODEL_DIR)),
-        dtype="float32",
-        max_model_len=512,
-        port=free_port(),
-        venv=str(default_venv()),
+    config = tiny_model_config(
+        venv_python(default_venv()),
         scheduling_policy="priority",
         extra_args=("--max-num-seqs", "1"),
     )
