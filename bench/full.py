@@ -3,6 +3,7 @@ upstream direct and LiteLLM's proxy, in one run on this machine.
 
     .venv/bin/python -m bench.full            # about six minutes
     .venv/bin/python -m bench.full --quick    # smoke run
+    .venv/bin/python -m bench.full --baseline DIR   # A/B against an earlier commit's tree
 
 Paths, all running at once: `direct` (stand-in A), `gateway-full` (bench/full_pipeline.py:
 key auth, Redis store and limits, safety policy, the tenant's model routed to a LoRA adapter
@@ -15,6 +16,12 @@ latency at c=1 (median, p99, added over direct); requests/s at c=16 and c=64 wit
 seconds each path's own process tree spends per 1,000 requests; streams with 32 and 128 open
 at once, relay capacity (stand-ins not pausing) for chunks/s and paced (`--paced-delay-ms`
 between tokens) for TTFT; RSS of each path's process tree at the end.
+
+`--baseline DIR` (a source tree of an earlier commit: `git archive <commit> | tar -x -C DIR`)
+adds `gateway-full@baseline` and `gateway-off@baseline`: the same gateways launched from DIR
+(working directory DIR, same interpreter, so `python -m gateway.cli` imports DIR's `gateway`;
+checked before measuring), each measured right after its twin, and an A/B table of after /
+baseline ratios.
 
 Writes bench/results/full.md, full.json and full.png; prints PASS/FAIL per target and exits 1
 when one is missed.
@@ -30,9 +37,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from matplotlib.figure import Figure
@@ -46,6 +55,7 @@ from bench.phases import BenchSettings
 from bench.report import number, ratio
 from bench.rss import tree_rss_kib
 from bench.servers import Target, set_token_delay, start_litellm, stop_on_sigterm
+from tests.fixtures.processes import REPO_ROOT
 
 RESULTS_DIR = Path(__file__).with_name("results")
 LABELS = {
@@ -54,16 +64,23 @@ LABELS = {
     "gateway-strict": "gateway, all on, no early dispatch",
     "gateway-off": "gateway, all off",
     "litellm": "LiteLLM proxy",
+    "gateway-full@baseline": "gateway, all on, baseline",
+    "gateway-off@baseline": "gateway, all off, baseline",
 }
 _COLORS = {
     "direct": "#7f7f7f",
     "gateway-full": "#2ca02c",
     "gateway-strict": "#1f77b4",
     "gateway-off": "#98df8a",
+    "gateway-full@baseline": "#9467bd",
+    "gateway-off@baseline": "#c5b0d5",
 }
 STRICT_SETTINGS = {"VLLM_GATEWAY_LIMITS__EARLY_DISPATCH": "false"}
 PLAIN_CONCURRENCY = (16, 64)
 STREAM_COUNTS = (32, 128)
+BASELINE = "@baseline"
+# The paths that --baseline measures from both trees, as `name` and `name + BASELINE`.
+AB_PATHS = ("gateway-full", "gateway-off")
 
 
 @dataclass
@@ -89,6 +106,44 @@ class FullResults:
             by_path[path] for by_count in self.streams.values() for by_path in by_count.values()
         ]
         return sum(r.errors for r in plain) + sum(r.incomplete for r in streamed)
+
+
+# What the A/B table compares: a JSON key, a label, and how to read it for a path.
+AB_METRICS: tuple[tuple[str, str, Callable[[FullResults, str], float]], ...] = (
+    ("added_median_ms", "c=1 added median ms", lambda r, n: r.added_ms(n, "median_ms")),
+    ("added_p99_ms", "c=1 added p99 ms", lambda r, n: r.added_ms(n, "p99_ms")),
+    *((f"rps_c{c}", f"req/s c={c}", lambda r, n, c=c: r.rps[c][n].rps) for c in PLAIN_CONCURRENCY),
+    *(
+        (f"cpu_s_per_1k_c{c}", f"CPU s/1k req c={c}", lambda r, n, c=c: r.cpu_per_1k(c, n))
+        for c in PLAIN_CONCURRENCY
+    ),
+    (
+        f"chunks_per_s_relay_{STREAM_COUNTS[-1]}",
+        f"chunks/s, {STREAM_COUNTS[-1]} streams, relay",
+        lambda r, n: r.streams["relay"][STREAM_COUNTS[-1]][n].chunks_per_s,
+    ),
+    (
+        f"ttft_median_ms_paced_{STREAM_COUNTS[-1]}",
+        f"median TTFT ms, {STREAM_COUNTS[-1]} streams, paced",
+        lambda r, n: r.streams["paced"][STREAM_COUNTS[-1]][n].ttft_median_ms,
+    ),
+)
+
+
+def ab(results: FullResults) -> dict[str, dict[str, dict[str, float | None]]]:
+    """For each path measured from both trees, each A/B metric: after (this working tree),
+    baseline, and after / baseline."""
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name in AB_PATHS:
+        table[name] = {}
+        for key, _, value in AB_METRICS:
+            after, baseline = value(results, name), value(results, name + BASELINE)
+            table[name][key] = {
+                "after": after,
+                "baseline": baseline,
+                "ratio": after / baseline if baseline else None,
+            }
+    return table
 
 
 def run_phases(
@@ -155,7 +210,7 @@ def evaluate(results: FullResults) -> list[Goal]:
                 chunks >= peer_chunks * goals.STREAM_CHUNKS_FACTOR,
             )
         )
-    for name in ("gateway-full", "gateway-strict", "gateway-off"):
+    for name in (n for n in results.latency if n.startswith("gateway-")):
         failed = results.failures(name)
         verdicts.append(
             Goal(
@@ -193,28 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{time.strftime('%H:%M:%S')}  starting the paths; logs in {workdir}", flush=True)
     try:
         with ExitStack() as stack:
-            first = full_pipeline.standin(workdir, "standin-a", settings.plain_tokens, stack)
-            second = full_pipeline.standin(workdir, "standin-b", settings.plain_tokens, stack)
-            full = stack.enter_context(full_pipeline.running_full(workdir, first.url, second.url))
-            strict = stack.enter_context(
-                full_pipeline.running_full(
-                    workdir, first.url, second.url, "gateway-strict", STRICT_SETTINGS
-                )
+            paths, upstreams, pipelines = _start_paths(
+                workdir, settings.plain_tokens, args.baseline, stack
             )
-            paths = {
-                "direct": Target("direct", first.url, None, first.process.pid),
-                "gateway-full": full.target,
-                "gateway-strict": strict.target,
-                "gateway-off": full_pipeline.start_off(workdir, first.url, stack),
-                "litellm": start_litellm(workdir, first.url, stack),
-            }
             _check_answers(paths, settings.plain_body())
-            results = run_phases(paths, [first.url, second.url], settings, seconds)
+            if args.baseline:
+                context["baseline"] = {
+                    "source": str(args.baseline),
+                    "gateway_code": _gateway_code(paths, args.baseline),
+                    **_pipeline_facts(pipelines["gateway-full" + BASELINE]),
+                }
+            results = run_phases(paths, upstreams, settings, seconds)
     except BaseException:
         print(f"benchmark aborted; logs kept in {workdir}", file=sys.stderr)
         raise
     shutil.rmtree(workdir)
-    context["pipeline"] = _pipeline_facts(full)
+    context["pipeline"] = _pipeline_facts(pipelines["gateway-full"])
     verdicts = evaluate(results)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "full.json").write_text(
@@ -224,6 +273,50 @@ def main(argv: list[str] | None = None) -> int:
     _plot(results, args.out_dir / "full.png")
     print("\n".join(verdict.line() for verdict in verdicts))
     return 0 if all(verdict.passed for verdict in verdicts) else 1
+
+
+def _start_paths(
+    workdir: Path, max_tokens: int, baseline: Path | None, stack: ExitStack
+) -> tuple[dict[str, Target], list[str], dict[str, FullPipeline]]:
+    """Start every path, in measuring order (a baseline twin right after its path, so drift
+    between the two is least), stopped when `stack` closes; return them, the stand-ins' URLs
+    and the all-on gateways' setups by path name."""
+    first = full_pipeline.standin(workdir, "standin-a", max_tokens, stack)
+    second = full_pipeline.standin(workdir, "standin-b", max_tokens, stack)
+
+    def full(name: str, settings: dict[str, str] | None, source: Path) -> FullPipeline:
+        return stack.enter_context(
+            full_pipeline.running_full(workdir, first.url, second.url, name, settings, source)
+        )
+
+    pipelines = {"gateway-full": full("gateway-full", None, REPO_ROOT)}
+    if baseline:
+        pipelines["gateway-full" + BASELINE] = full("gateway-full" + BASELINE, None, baseline)
+    pipelines["gateway-strict"] = full("gateway-strict", STRICT_SETTINGS, REPO_ROOT)
+    paths = {
+        "direct": Target("direct", first.url, None, first.process.pid),
+        **{name: pipeline.target for name, pipeline in pipelines.items()},
+        "gateway-off": full_pipeline.start_off(workdir, first.url, stack),
+    }
+    if baseline:
+        name = "gateway-off" + BASELINE
+        paths[name] = full_pipeline.start_off(workdir, first.url, stack, name, baseline)
+    paths["litellm"] = start_litellm(workdir, first.url, stack)
+    return paths, [first.url, second.url], pipelines
+
+
+def _gateway_code(paths: dict[str, Target], baseline: Path) -> dict[str, str]:
+    """The `gateway` package each gateway path runs, by path name; fail when a `@baseline`
+    path does not run `baseline`'s or another path does not run this working tree's."""
+    code = {}
+    for name, target in paths.items():
+        if name.startswith("gateway-"):
+            tree = (baseline if name.endswith(BASELINE) else REPO_ROOT).resolve()
+            imported = full_pipeline.imported_gateway(target.pid)
+            if not imported.is_relative_to(tree):
+                raise RuntimeError(f"{name} imports {imported}, not the gateway in {tree}")
+            code[name] = str(imported)
+    return code
 
 
 def _check_answers(paths: dict[str, Target], body: bytes) -> None:
@@ -277,6 +370,8 @@ def _raw(results: FullResults, verdicts: list[Goal], context: dict[str, object])
             },
             "rss_kib": {when: by_path[name] for when, by_path in results.rss_kib.items()},
         }
+    if "baseline" in context:
+        context = {**context, "ab": ab(results)}
     return {**context, "paths": paths, "goals": [asdict(v) for v in verdicts]}
 
 
@@ -284,6 +379,7 @@ def _markdown(results: FullResults, verdicts: list[Goal], context: dict) -> str:
     m, s, p = context["machine"], context["settings"], context["pipeline"]
     safety = full_pipeline.safety_status(p["safety_enforced"], p["safety_admin_reply"])
     names = list(results.latency)
+    baseline = context.get("baseline")
     lines = [
         "# Full-pipeline benchmark: gateway all on / all off vs direct vs LiteLLM",
         "",
@@ -303,6 +399,7 @@ def _markdown(results: FullResults, verdicts: list[Goal], context: dict) -> str:
         "- Direct, all-off and LiteLLM use stand-in A; all-on spreads over A and B, so at high "
         "concurrency it has twice the upstream processes (CPU s per 1k counts each proxy's own "
         "process tree only).",
+        *(_baseline_lines(baseline) if baseline else []),
         "",
         "## Plain requests",
         "",
@@ -359,6 +456,8 @@ def _markdown(results: FullResults, verdicts: list[Goal], context: dict) -> str:
                     + " | ".join(number(c) for c in cells)
                     + " |"
                 )
+    if baseline:
+        lines += _ab_lines(results, baseline["source"])
     lines += [
         "",
         "## Targets (all-on gateway against LiteLLM, same run)",
@@ -369,6 +468,42 @@ def _markdown(results: FullResults, verdicts: list[Goal], context: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _baseline_lines(baseline: dict[str, Any]) -> list[str]:
+    safety = full_pipeline.safety_status(
+        baseline["safety_enforced"], baseline["safety_admin_reply"]
+    )
+    code = ", ".join(f"{name} `{file}`" for name, file in baseline["gateway_code"].items())
+    return [
+        f"- Baseline: the `{BASELINE}` paths are the same gateways launched from "
+        f"`{baseline['source']}` (an earlier commit's tree); each ran its measurements right "
+        f"after its twin from this working tree. Gateway code each path imports: {code}. "
+        f"Baseline all-on safety policy: {safety}.",
+    ]
+
+
+def _ab_lines(results: FullResults, source: str) -> list[str]:
+    table = ab(results)
+    labels = [LABELS[name] for name in AB_PATHS]
+    header = " | ".join(f"{label} | {label}, baseline | after / baseline" for label in labels)
+    lines = [
+        "",
+        f"## A/B: this working tree (after) against `{source}` (baseline), same run",
+        "",
+        "after / baseline under 1x for latency, CPU and TTFT, and over 1x for req/s and "
+        "chunks/s, means the working tree is faster.",
+        "",
+        f"| metric | {header} |",
+        "|---|" + "---|---|---|" * len(AB_PATHS),
+    ]
+    for key, label, _ in AB_METRICS:
+        cells = []
+        for name in AB_PATHS:
+            after, baseline = table[name][key]["after"], table[name][key]["baseline"]
+            cells += [number(after), number(baseline), ratio(after, baseline)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plot(results: FullResults, path: Path) -> None:
@@ -419,7 +554,21 @@ def _parser() -> argparse.ArgumentParser:
         help="stand-in pause between tokens, paced phase",
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
+    parser.add_argument(
+        "--baseline",
+        type=_source_tree,
+        metavar="DIR",
+        help="also measure the full and off gateways launched from DIR, an earlier commit's "
+        "source tree (git archive <commit> | tar -x -C DIR), and report after / baseline",
+    )
     return parser
+
+
+def _source_tree(value: str) -> Path:
+    tree = Path(value).resolve()
+    if not (tree / "gateway" / "cli.py").is_file():
+        raise argparse.ArgumentTypeError(f"{tree} has no gateway/cli.py")
+    return tree
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ rule (in the settings, and stored through the admin API where it has a store) na
 tenant, the tenant's public model routed to
 a LoRA adapter that both stand-in replicas preload, Prometheus metrics and the access log.
 "Off": `auth.enabled=false`, metrics and access log off, one upstream, the model passed through.
+Either can be launched from another source tree (`source`, e.g. an earlier commit's `git
+archive`): the child runs there, so `python -m gateway.cli` imports that tree's `gateway`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench.servers import MODEL, Target
-from tests.fixtures.processes import ServerProcess, free_port, running_server
+from tests.fixtures.processes import REPO_ROOT, ServerProcess, free_port, running_server
 from tests.fixtures.redis import delete_prefixed_keys
 
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -81,25 +84,52 @@ def standin(workdir: Path, name: str, max_tokens: int, stack: ExitStack) -> Serv
 
 
 def _gateway(
-    workdir: Path, name: str, upstream: str, env: dict[str, str], stack: ExitStack
+    workdir: Path,
+    name: str,
+    upstream: str,
+    env: dict[str, str],
+    stack: ExitStack,
+    source: Path,
 ) -> ServerProcess:
     port = free_port()
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--upstream", upstream]
+    log_path = workdir / f"{name}.log"
     return stack.enter_context(
-        running_server(argv, port, workdir / f"{name}.log", ready_path="/healthz", env=env)
+        running_server(argv, port, log_path, ready_path="/healthz", env=env, cwd=source)
     )
 
 
-def start_off(workdir: Path, upstream: str, stack: ExitStack) -> Target:
+def imported_gateway(pid: int) -> Path:
+    """The `gateway/__init__.py` that the gateway child `pid` runs. `python -m` puts the
+    child's working directory first on sys.path, ahead of the venv's editable install (its
+    finder comes after the path finder), so the same interpreter started there resolves
+    `import gateway` to the same file."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import gateway; print(gateway.__file__)"],
+        cwd=Path(f"/proc/{pid}/cwd").resolve(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(probe.stdout.strip())
+
+
+def start_off(
+    workdir: Path,
+    upstream: str,
+    stack: ExitStack,
+    name: str = "gateway-off",
+    source: Path = REPO_ROOT,
+) -> Target:
     env = {
         "VLLM_GATEWAY_AUTH__ENABLED": "false",
         "VLLM_GATEWAY_OBSERVABILITY__METRICS_ENABLED": "false",
         "VLLM_GATEWAY_OBSERVABILITY__ACCESS_LOG": "false",
-        "VLLM_GATEWAY_STORE__SQLITE_PATH": str(workdir / "gateway-off.db"),
+        "VLLM_GATEWAY_STORE__SQLITE_PATH": str(workdir / f"{name}.db"),
     }
-    server = _gateway(workdir, "gateway-off", upstream, env, stack)
-    return Target("gateway-off", server.url, None, server.process.pid)
+    server = _gateway(workdir, name, upstream, env, stack, source)
+    return Target(name, server.url, None, server.process.pid)
 
 
 @contextmanager
@@ -109,9 +139,10 @@ def running_full(
     replica: str,
     name: str = "gateway-full",
     settings: dict[str, str] | None = None,
+    source: Path = REPO_ROOT,
 ) -> Iterator[FullPipeline]:
-    """Run the all-on gateway over two replicas (plus `settings`, environment overrides);
-    once it has stopped, its Redis keys go."""
+    """Run the all-on gateway from the source tree `source` over two replicas (plus
+    `settings`, environment overrides); once it has stopped, its Redis keys go."""
     prefix = f"bench-{uuid.uuid4().hex[:12]}:"
     env = {
         "VLLM_GATEWAY_ADMIN__KEYS": json.dumps([ADMIN_KEY]),
@@ -126,7 +157,7 @@ def running_full(
     }
     try:
         with ExitStack() as stack:
-            server = _gateway(workdir, name, upstream, env, stack)
+            server = _gateway(workdir, name, upstream, env, stack, source)
             key, admin_reply = _provision(server.url)
             target = Target(name, server.url, f"Bearer {key}", server.process.pid)
             yield FullPipeline(target, prefix, admin_reply, _safety_enforced(target))

@@ -39,10 +39,9 @@ import httpx
 import orjson
 
 from bench.measures import percentile
-from gateway.core.request import Endpoint
-from gateway.limits import Limiter, estimate_prompt_tokens, open_limiter
-from gateway.pipeline.body import parse_request
+from gateway.limits import Limiter, open_limiter
 from gateway.settings import LimitsSettings, StoreSettings
+from gateway.surfaces import ChatCompletions
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import ApiKey, Limits, Tenant
 from tests.fixtures.gateway import Gateway, start_gateway
@@ -295,9 +294,10 @@ def estimate(count: int) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for corpus, texts in (("prose", prose_texts()), ("Python code", code_texts())):
         conversations = chat_bodies(texts, count, seed=1)
+        chat = ChatCompletions()
         estimates = [
-            estimate_prompt_tokens(
-                parse_request(Endpoint.CHAT, orjson.dumps({"model": "m", "messages": messages}))
+            chat.estimate_prompt_tokens(
+                chat.parse(orjson.dumps({"model": "m", "messages": messages}))
             )
             for messages in conversations
         ]

@@ -38,7 +38,8 @@ from gateway.core.context import RequestContext
 from gateway.replicas.replica import Replica
 from gateway.routing import Router
 from gateway.settings import RoutingSettings, UpstreamSettings
-from gateway.upstream.transport import UpstreamTransport
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.http import HttpTransport
 from tests.fixtures.processes import ServerProcess
 from tests.fixtures.replicas import target
 from tests.fixtures.standin import start_standin
@@ -129,7 +130,8 @@ async def simulate(
         await registry.create(AdapterRecord(name, f"adapters/{name}", "base"))
     settings = RoutingSettings(policy=policy)  # type: ignore[arg-type]
     router = Router(urls, settings, registry)
-    transport = UpstreamTransport(UpstreamSettings())
+    transport = HttpTransport(UpstreamSettings())
+    upstream = UpstreamClient(transport, None)
     await router.start()
     await transport.start()
     rng = random.Random(7)
@@ -146,7 +148,7 @@ async def simulate(
             lease = await router.acquire(target(adapter))
             try:
                 response = await lease.send(
-                    lambda url, body=body: transport.post(
+                    lambda url, body=body: upstream.post(
                         RequestContext("bench"), url + "/v1/completions", body, False
                     )
                 )

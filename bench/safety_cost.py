@@ -8,7 +8,7 @@ bench/results/safety_cost.md.
    (nothing to rewrite: the common case), in thread CPU time, for two kinds of text: prose
    and code (the docstrings of a few standard-library modules: about 20 digits per KB) and
    the benign corpus's look-alikes (numbers in nearly every sentence: about 150 per KB).
-2. Stream guard: `process_events` over a stream recorded from the stand-in (256 tokens of a
+2. Stream guard: `on_events` over a stream recorded from the stand-in (256 tokens of a
    vLLM-shaped chat stream), one event per call (a paced stream) and eight per call (an
    upstream that outruns the relay), in thread CPU time per chunk.
 3. End to end: gateways in front of one stand-in, one without a policy and one per output
@@ -46,11 +46,11 @@ from bench.measures import tree_cpu_seconds
 from bench.safety_corpus.build import DENY_TERMS, load
 from bench.safety_eval import version_line
 from bench.servers import Target, set_token_delay
-from gateway.core.request import Endpoint, InferenceRequest
-from gateway.pipeline.body import parse_request
+from gateway.core.request import InferenceRequest
 from gateway.safety.events import SafetyEvents
 from gateway.safety.policy import PII_DETECTORS, PolicySpec
 from gateway.safety.runtime import CompiledPolicy, PolicyRuntime
+from gateway.surfaces import ChatCompletions
 from tests.fixtures.processes import ServerProcess, free_port, running_server
 
 RESULTS = Path(__file__).parent / "results" / "safety_cost.md"
@@ -108,6 +108,9 @@ def cpu_per_call(call: Callable[[], object], calls: int, repeats: int = 5) -> fl
     return best / calls
 
 
+CHAT = ChatCompletions()
+
+
 def chat_prompt(kb: int, texts: list[str]) -> InferenceRequest:
     messages = [{"role": "system", "content": "You are a helpful assistant."}]
     size, index = 0, 0
@@ -116,7 +119,7 @@ def chat_prompt(kb: int, texts: list[str]) -> InferenceRequest:
         messages.append({"role": "user" if index % 2 == 0 else "assistant", "content": text})
         size += len(text)
         index += 1
-    return parse_request(Endpoint.CHAT, orjson.dumps({"model": "m", "messages": messages}))
+    return CHAT.parse(orjson.dumps({"model": "m", "messages": messages}))
 
 
 def input_cost(policy: CompiledPolicy, request: InferenceRequest, kb: int) -> float:
@@ -125,7 +128,7 @@ def input_cost(policy: CompiledPolicy, request: InferenceRequest, kb: int) -> fl
 
     async def check_all() -> None:
         for _ in range(checks):
-            await runtime(policy).check_input(request)
+            await runtime(policy).check_input(CHAT.texts(request))
 
     loop = asyncio.new_event_loop()
     try:
@@ -178,13 +181,13 @@ def record_stream(standin: ServerProcess) -> list[bytes]:
 
 
 def guard_cost(policy: CompiledPolicy, events: list[bytes], per_call: int) -> float:
-    """Microseconds of `process_events` per chunk, `per_call` events at a time."""
+    """Microseconds of `on_events` per chunk, `per_call` events at a time."""
     reads = [b"".join(events[i : i + per_call]) for i in range(0, len(events), per_call)]
 
     def replay() -> None:
         guard = runtime(policy).output_guard()
         for read in reads:
-            guard.process_events(read)
+            guard.on_events(read)
 
     return cpu_per_call(replay, 20) / len(events) * 1e6
 
@@ -301,7 +304,7 @@ def markdown(
         )
     lines += [
         "",
-        f"## Stream guard, `process_events` over a recorded stream ({STREAM_TOKENS} tokens)",
+        f"## Stream guard, `on_events` over a recorded stream ({STREAM_TOKENS} tokens)",
         "",
         "| output policy | 1 event per call | 8 events per call |",
         "|---|---|---|",

@@ -7,7 +7,6 @@ hot path) receives every path under /admin/.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -15,36 +14,46 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from gateway.admin.api import create_admin_app
-from gateway.admin.usage_api import attach_usage
+from gateway.admin.state import AdminState
 from gateway.core.asgi import (
     ClientDisconnected,
     Receive,
     Scope,
     Send,
-    call_after_shutdown_signal,
     send_response,
 )
 from gateway.core.context import RequestContext
-from gateway.core.errors import GatewayError
-from gateway.core.request import Endpoint
+from gateway.core.errors import (
+    GatewayError,
+    InternalServerError,
+    MethodNotAllowed,
+    NotFoundError,
+)
+from gateway.core.lifecycle import running
 from gateway.core.status import CLIENT_CLOSED_REQUEST
 from gateway.health import Readiness, healthz
+from gateway.isolation.fair_queue import FairQueue
 from gateway.isolation.upstream_fields import TenantIsolation
 from gateway.limits import open_limiter
 from gateway.models_api import MODELS_PREFIX, ModelsApi
 from gateway.observability import access_log, metrics
 from gateway.observability.exposition import metrics_handler
 from gateway.pipeline import InferencePipeline
-from gateway.pipeline.relay import in_flight_streams
+from gateway.pipeline.relay import StreamDrain
+from gateway.pipeline.stages import request_stages
 from gateway.replicas.discovery import configured_urls
 from gateway.routing import Router
 from gateway.safety.engine import SafetyEngine
 from gateway.settings import Settings, load_settings
 from gateway.stores import open_stores
+from gateway.surfaces import SURFACES
+from gateway.tenancy.admin_keys import AdminAuth
 from gateway.tenancy.auth import KeyAuthenticator
 from gateway.tenancy.secrets import KeyHasher, server_secret
-from gateway.upstream.transport import UpstreamTransport
-from gateway.usage.ledger import UsageLedger
+from gateway.upstream.base import Transport
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.http import HttpTransport
+from gateway.usage.ledger import Delivery, UsageLedger
 
 Handler = Callable[[RequestContext, Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("gateway")
@@ -52,7 +61,10 @@ ADMIN_PREFIX = "/admin/"
 
 
 class GatewayApp:
-    def __init__(self, settings: Settings) -> None:
+    """`transport`: how to reach the replicas, for inference and control calls alike (tests
+    pass a `MemoryTransport`); by default, HTTP pools of their own for each."""
+
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
         replica_urls = configured_urls(settings.upstream)
         if not replica_urls:
             raise ValueError("no upstream: set upstream.url or upstream.replicas")
@@ -72,24 +84,41 @@ class GatewayApp:
         )
         guard = self.authenticator if settings.auth.enabled else None
         self.limiter = open_limiter(settings.limits, store_settings)
-        usage = settings.usage
-        self.ledger = UsageLedger(stores.usage, usage.flush_interval_s, usage.max_pending_entries)
-        self.transport = UpstreamTransport(settings.upstream)
+        self.ledger = UsageLedger.from_settings(stores.usage, settings.usage, store_settings)
+        self.transport = transport or HttpTransport(settings.upstream)
+        upstream = UpstreamClient(self.transport, settings.upstream.api_key)
         self.registry = stores.adapters
         self.router = router = Router(
-            replica_urls, settings.routing, self.registry, settings.upstream.api_key
+            replica_urls,
+            settings.routing,
+            self.registry,
+            settings.upstream.api_key,
+            control_transport=transport,
         )
         isolation = TenantIsolation.from_settings(settings.isolation, key_hash_secret)
         self.safety = SafetyEngine.from_settings(settings, stores.safety_policies, self.store)
         self.safety.events.subscribe(
             lambda event: metrics.safety_action(event.rule, event.direction, event.action)
         )
-        pipeline = InferencePipeline(
-            settings, guard, isolation, self.safety, self.limiter, self.transport, router
+        drain = StreamDrain(settings.server.drain_timeout_s)
+        fair_queue = settings.isolation.fair_queue
+        stages = request_stages(
+            isolation, self.safety, self.limiter, settings.limits.default_max_tokens
         )
-        models = ModelsApi(guard, self.transport, router)
+        pipeline = InferencePipeline(
+            guard,
+            stages,
+            FairQueue.from_settings(fair_queue) if fair_queue.enabled else None,
+            isolation,
+            router,
+            upstream,
+            drain,
+            settings.server.max_body_bytes,
+        )
+        models = ModelsApi(guard, upstream, router)
+        self._surfaces = {surface.path: surface for surface in SURFACES}
         self._routes: dict[tuple[str, str], Handler] = {
-            ("POST", endpoint.path): partial(pipeline, endpoint) for endpoint in Endpoint
+            ("POST", surface.path): partial(pipeline, surface) for surface in SURFACES
         }
         self._routes[("GET", "/v1/models")] = models.list
         self._routes[("GET", "/healthz")] = healthz
@@ -100,13 +129,32 @@ class GatewayApp:
             self._routes[("GET", "/metrics")] = serve_metrics
         self._retrieve_model = models.retrieve
         self._paths = {path for _, path in self._routes}
-        self._admin = create_admin_app(self.store, hasher, settings.admin.all_keys())
-        attach_usage(self._admin, self.ledger)
-        self._admin.state.adapters = self.registry
-        self._admin.state.router = router
-        self._admin.state.safety_policies = self.safety.policies
+        self._admin = create_admin_app(
+            AdminState(
+                store=self.store,
+                hasher=hasher,
+                auth=AdminAuth(settings.admin.all_keys()),
+                ledger=self.ledger,
+                adapters=self.registry,
+                router=router,
+                safety_policies=self.safety.policies,
+            )
+        )
         access_log.configure(settings.observability)
-        self._background: list[asyncio.Task[None]] = []
+        # Every component with a lifetime, in start order (closed in reverse): adding one is
+        # adding it here (gateway/core/lifecycle.py).
+        self._components: list[object] = [
+            self.transport,
+            self.store,
+            self.registry,
+            self.safety,
+            router,
+            self.limiter,
+            self.authenticator,
+            self.ledger,
+            drain,
+        ]
+        self._lifetime = contextlib.AsyncExitStack()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -119,6 +167,8 @@ class GatewayApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = RequestContext.from_scope(scope)
+        # logs the request's usage record before the bytes that deliver its answer leave
+        send = delivery = self.ledger.delivery(ctx, send)
         method, path = scope["method"], scope["path"]
         handler = self._routes.get((method, path))
         if handler is None and method == "GET" and path.startswith(MODELS_PREFIX):
@@ -130,75 +180,48 @@ class GatewayApp:
         except ClientDisconnected:
             ctx.status = CLIENT_CLOSED_REQUEST
         except GatewayError as error:
-            ctx.status = error.status
+            surface = self._surfaces.get(path)
+            status, body = (
+                surface.error_response(error) if surface else (error.status, error.body())
+            )
+            ctx.status = status
             headers = ctx.response_headers()
-            headers.extend((k.encode(), v.encode()) for k, v in error.headers.items())
-            await send_response(send, error.status, error.body(), headers)
+            extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
+            headers.extend(surface.limit_headers(extra) if surface else extra)
+            await send_response(send, status, body, headers)
         except Exception:
             logger.exception("request %s failed", ctx.request_id)
             if ctx.status == 0:
-                failure = GatewayError(500, "The gateway failed; see its log.", "server_error")
+                failure = InternalServerError("The gateway failed; see its log.")
                 ctx.status = 500
                 await send_response(send, 500, failure.body(), ctx.response_headers())
         finally:
             if ctx.endpoint:
-                self._observe(ctx)
+                self._observe(ctx, delivery)
 
-    def _observe(self, ctx: RequestContext) -> None:
+    def _observe(self, ctx: RequestContext, delivery: Delivery) -> None:
         """Every finished inference request, served or refused: metrics, log line, ledger."""
         seconds = time.perf_counter() - ctx.started
         metrics.observe_request(ctx, seconds)
         access_log.log_request(ctx, seconds)
-        usage = ctx.usage or {}
-        self.ledger.record(
-            ctx.tenant_id,
-            ctx.key_id,
-            ctx.public_model,
-            usage.get("prompt_tokens") or 0,
-            usage.get("completion_tokens") or 0,
-            ctx.status,
-        )
+        self.ledger.finished(delivery, seconds)
 
     def _no_route(self, method: str, path: str) -> GatewayError:
         if path.rstrip("/") in self._paths:
-            return GatewayError(405, f"Method {method} is not allowed on {path}.")
-        return GatewayError(404, f"Unknown route: {method} {path}", code="unknown_url")
+            return MethodNotAllowed(f"Method {method} is not allowed on {path}.")
+        return NotFoundError(f"Unknown route: {method} {path}", "unknown_url")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.transport.start()
-                await self.limiter.start()
-                await self.router.start()
-                await self.safety.start()
-                self._background = [
-                    asyncio.create_task(self.authenticator.run_background()),
-                    asyncio.create_task(self.ledger.run()),
-                    asyncio.create_task(self.safety.run_background()),
-                ]
-                drain_s = self.settings.server.drain_timeout_s
-                call_after_shutdown_signal(drain_s, in_flight_streams.end_all)
+                for component in self._components:
+                    await self._lifetime.enter_async_context(running(component))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self._shutdown()
+                await self._lifetime.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _shutdown(self) -> None:
-        for task in self._background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(Exception):
-            await self.authenticator.flush_last_used()
-        await self.ledger.close()
-        await self.limiter.close()
-        await self.router.close()
-        await self.registry.close()
-        await self.safety.close()
-        await self.store.close()
-        await self.transport.close()
 
 
 def create_app() -> GatewayApp:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -19,6 +20,7 @@ from gateway.observability.exposition import metrics_process
 from gateway.observability.log_format import uvicorn_log_config
 from gateway.quickstart import new_admin_key, provision_demo_when_up, standin_upstream
 from gateway.settings import CONFIG_ENV_VAR, Settings, load_settings
+from gateway.workers import serve_workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,23 +78,29 @@ def serve_command(args: argparse.Namespace) -> int:
 # (with an error event, gateway/pipeline/relay.py); uvicorn's own deadline, which cancels
 # whatever is left, comes this much later.
 _CANCEL_AFTER_DRAIN_S = 2
+_APP = "gateway.app:create_app"
 
 
 def _run(settings: Settings) -> None:
+    """One worker: uvicorn's server. Several: `gateway.workers`, which spreads connections
+    evenly over them (uvicorn's own supervisor leaves that to the kernel's wake-ups)."""
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "workers": settings.server.workers,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_config": uvicorn_log_config(settings.observability),
+        "timeout_graceful_shutdown": math.ceil(settings.server.drain_timeout_s)
+        + _CANCEL_AFTER_DRAIN_S,
+    }
     with metrics_process(settings):
-        uvicorn.run(
-            "gateway.app:create_app",
-            factory=True,
-            host=settings.server.host,
-            port=settings.server.port,
-            workers=settings.server.workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_config=uvicorn_log_config(settings.observability),
-            timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout_s)
-            + _CANCEL_AFTER_DRAIN_S,
-        )
+        if settings.server.workers > 1:
+            serve_workers(uvicorn.Config(_APP, **options))
+        else:
+            uvicorn.run(_APP, **options)
 
 
 if __name__ == "__main__":

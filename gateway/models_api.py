@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.core.asgi import Receive, Scope, Send, header, send_response
+from gateway.core.asgi import Receive, Scope, Send, send_response
 from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError
 from gateway.pipeline.tenant_policy import model_not_found
 from gateway.routing import Router
-from gateway.tenancy.auth import KeyAuthenticator, Principal
-from gateway.upstream.transport import UpstreamTransport, as_openai_error
+from gateway.tenancy.auth import KeyAuthenticator, Principal, presented_key
+from gateway.upstream.client import UpstreamClient, as_openai_error
 
 MODELS_PREFIX = "/v1/models/"
 
@@ -24,18 +24,18 @@ class ModelsApi:
     def __init__(
         self,
         authenticator: KeyAuthenticator | None,
-        transport: UpstreamTransport,
+        upstream: UpstreamClient,
         router: Router,
     ) -> None:
         self._authenticator = authenticator
-        self._transport = transport
+        self._upstream = upstream
         self._router = router
 
     async def list(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
         if self._authenticator is None:
             body = await self._fetch_upstream(ctx)
         else:
-            principal = await self._authenticator.authenticate(header(scope, b"authorization"))
+            principal = await self._authenticator.authenticate(presented_key(scope))
             body = orjson.dumps({"object": "list", "data": _cards(principal)})
         await send_response(send, 200, body, ctx.response_headers())
 
@@ -46,7 +46,7 @@ class ModelsApi:
         if self._authenticator is None:
             cards = orjson.loads(await self._fetch_upstream(ctx)).get("data", [])
         else:
-            cards = _cards(await self._authenticator.authenticate(header(scope, b"authorization")))
+            cards = _cards(await self._authenticator.authenticate(presented_key(scope)))
         for card in cards:
             if card.get("id") == model_id:
                 await send_response(send, 200, orjson.dumps(card), ctx.response_headers())
@@ -55,9 +55,9 @@ class ModelsApi:
 
     async def _fetch_upstream(self, ctx: RequestContext) -> bytes:
         replica = self._router.replicas[0]
-        response = await self._transport.get(ctx, replica.url + "/v1/models")
+        response = await self._upstream.get(ctx, replica.url + "/v1/models")
         try:
-            body = await self._transport.read(ctx, response)
+            body = await self._upstream.read(ctx, response)
         finally:
             response.release()
         if response.status != 200:

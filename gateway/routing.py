@@ -19,27 +19,27 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
-
 from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.loader import AdapterLoader, AdapterLoadError
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
 from gateway.core.errors import GatewayError, StoreUnavailable, UpstreamUnavailable
-from gateway.replicas.control import ReplicaClient
+from gateway.core.filters import Rename
+from gateway.replicas.control import ReplicaClient, control_pool
 from gateway.replicas.discovery import Resolver, resolve_addresses
 from gateway.replicas.monitor import ReplicaMonitor
 from gateway.replicas.pool import ReplicaPool
 from gateway.replicas.replica import Replica
-from gateway.replicas.selection import Selector
+from gateway.replicas.selection import routing_policy
 from gateway.settings import RoutingSettings
 from gateway.tenancy.models import ModelRoute
+from gateway.upstream.base import Transport, UpstreamResponse
 
 __all__ = ["Lease", "ModelTarget", "Replica", "Router"]
 
 logger = logging.getLogger(__name__)
 
-UpstreamCall = Callable[[str], Awaitable[aiohttp.ClientResponse]]
+UpstreamCall = Callable[[str], Awaitable[UpstreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +54,11 @@ class ModelTarget:
         """vLLM serves an adapter under its own name, the base model under the served name."""
         return self.route.adapter or self.route.base_model
 
-    def response_rename(self) -> tuple[bytes, bytes] | None:
-        """The bytes to swap in vLLM's answers so the client sees the name it asked for."""
+    def response_rename(self) -> Rename | None:
+        """The filter that swaps the name in vLLM's answers for the one the client asked for."""
         if self.upstream_name == self.public_name:
             return None
-        return (
+        return Rename(
             b'"model":"' + self.upstream_name.encode() + b'"',
             b'"model":"' + self.public_name.encode() + b'"',
         )
@@ -74,16 +74,22 @@ class Router:
         registry: AdapterRegistry | None = None,
         api_key: str | None = None,
         resolve: Resolver = resolve_addresses,
+        control_transport: Transport | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = AdapterCatalog(registry)
-        self._client = ReplicaClient(api_key, settings.health_timeout_s, settings.load_timeout_s)
+        self._client = ReplicaClient(
+            control_transport or control_pool(),
+            api_key,
+            settings.health_timeout_s,
+            settings.load_timeout_s,
+        )
         self.loader = AdapterLoader(self._client, settings, self.catalog)
         self.monitor = ReplicaMonitor(
             self._client, settings, self.catalog.is_registered, self.loader.reapply
         )
         self.pool = ReplicaPool(replica_urls, self.monitor, settings.dns_refresh_s, resolve)
-        self._selector = Selector(settings, self.loader.capacity, self.catalog.is_registered)
+        self._selector = routing_policy(settings, self.loader.capacity, self.catalog.is_registered)
         self._catalog_refresher: asyncio.Task[None] | None = None
 
     @property
@@ -187,7 +193,7 @@ class Lease:
     def url(self) -> str:
         return self.replica.url
 
-    async def send(self, call: UpstreamCall) -> aiohttp.ClientResponse:
+    async def send(self, call: UpstreamCall) -> UpstreamResponse:
         """`call(replica_url)` until it reaches a replica that can serve the request.
 
         A 503 `upstream_unavailable` (cannot connect) moves the lease to another replica;

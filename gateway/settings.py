@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway.redis_client import parse_redis_url
 from gateway.safety.policy import SafetySettings
 
 CONFIG_ENV_VAR = "VLLM_GATEWAY_CONFIG"
@@ -63,7 +64,10 @@ class UpstreamSettings(BaseModel):
 
 class StoreSettings(BaseModel):
     redis_url: str | None = Field(
-        None, description="shared state for several instances; unset: embedded SQLite file"
+        None,
+        description="shared state for several instances: redis://, rediss://, unix:// (one "
+        "server), redis+cluster://host:port,... (Cluster), redis+sentinel://host:port,.../"
+        "service (Sentinel); unset: embedded SQLite file",
     )
     sqlite_path: Path = Field(Path("gateway.db"), description="the embedded store's file")
     redis_prefix: str = Field("vgw:", description="prefix of every Redis key the gateway writes")
@@ -74,6 +78,13 @@ class StoreSettings(BaseModel):
         description="the longest one store operation takes, retries of transient Redis states "
         "(loading, failover, reset connection) included; then it is unavailable (503)",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_topology(cls, url: str | None) -> str | None:
+        if url is not None:
+            parse_redis_url(url)  # raises ValueError for a malformed Cluster or Sentinel URL
+        return url
 
 
 class AuthSettings(BaseModel):
@@ -142,12 +153,25 @@ class LimitsSettings(BaseModel):
 
 class UsageSettings(BaseModel):
     flush_interval_s: float = Field(
-        1.0, gt=0, description="how often counts buffered in memory are written to the store"
+        1.0, gt=0, description="how often the records of finished requests go to the store"
     )
     max_pending_entries: int = Field(
         100_000,
         ge=1,
-        description="distinct (day, tenant, key, model) counts kept while the store is down",
+        description="finished requests kept in memory while the usage log cannot be written "
+        "(disk full); past it, requests are not recorded",
+    )
+    wal_dir: Path | None = Field(
+        None,
+        description="the usage log (every request is in it before its answer leaves, until "
+        "the store has it), a directory per store inside; keep it on a disk that outlives the "
+        "process; unset: `<sqlite_path>.usage-wal` beside the SQLite file",
+    )
+    wal_fsync_interval_s: float = Field(
+        0.005,
+        gt=0,
+        description="group commit: the usage log is fsynced this often (a power cut loses at "
+        "most this much; a killed process loses nothing); no request waits for it",
     )
 
 

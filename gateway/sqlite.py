@@ -1,7 +1,9 @@
 """The gateway's SQLite file, opened and written the same way by every embedded store (keys and
 tenants, usage, safety policies, LoRA adapters).
 
-One connection per store, shared by the event loop and worker threads behind a lock. WAL, so
+One connection per file per process (`open_stores` opens it once and every embedded store
+shares it; a store given a path opens its own), shared by the event loop and worker threads
+behind a lock. WAL, so
 readers never wait for a writer and several worker processes can share the file; synchronous
 NORMAL, which in WAL mode cannot corrupt the file (a power cut can only lose the last commits);
 write transactions take the write lock up front (BEGIN IMMEDIATE), so two processes never
@@ -17,17 +19,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+BUSY_TIMEOUT_S = 5.0
+
 
 class SqliteFile:
-    def __init__(self, path: Path, busy_timeout_s: float, schema: str) -> None:
+    """One connection to the file; closed when the last store using it closes."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._lock = threading.Lock()
+        self._users = 0
         self._db = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.executescript(schema)
+
+    def used_with(self, schema: str) -> SqliteFile:
+        """This file for one more store, its tables created if missing."""
+        with self._lock:
+            self._db.executescript(schema)
+            self._users += 1
+        return self
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -47,5 +61,15 @@ class SqliteFile:
             return self._db.execute(sql, parameters).fetchall()
 
     def close(self) -> None:
+        """One store is done with the file; the last one closes the connection."""
         with self._lock:
-            self._db.close()
+            self._users -= 1
+            if self._users <= 0:
+                self._db.close()
+
+
+def sqlite_file(source: Path | SqliteFile, busy_timeout_s: float, schema: str) -> SqliteFile:
+    """A store's file: `source` shared when it is an open file, else the file at that path
+    opened for the store alone; `schema` applied either way."""
+    file = source if isinstance(source, SqliteFile) else SqliteFile(source, busy_timeout_s)
+    return file.used_with(schema)

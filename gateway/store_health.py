@@ -43,6 +43,7 @@ _REDIS_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (redis_errors.ReadOnlyError, "readonly"),
     (redis_errors.ClusterDownError, "failover"),
     (redis_errors.TryAgainError, "failover"),
+    (redis_errors.SlotNotCoveredError, "failover"),
     (redis_errors.OutOfMemoryError, "out_of_memory"),
     (redis_errors.ConnectionError, "connection"),
 )
@@ -52,13 +53,29 @@ _SQLITE_UNAVAILABLE = ("locked", "busy", "disk i/o", "unable to open", "readonly
 
 def is_unavailable(error: Exception) -> bool:
     """True when `error` says the store cannot answer now (rather than that we erred)."""
+    if _unreachable_cluster(error):
+        return True
     if isinstance(error, sqlite3.OperationalError):
         message = str(error).lower()
         return any(words in message for words in _SQLITE_UNAVAILABLE)
     return isinstance(error, (*(kind for kind, _ in _REDIS_KINDS), TimeoutError, OSError))
 
 
+def _unreachable_cluster(error: Exception) -> bool:
+    """redis-py's Cluster client says "cannot be connected" with a RedisClusterException
+    raised from the nodes' connection errors; its other RedisClusterExceptions are bugs
+    (keys of several slots in one command)."""
+    cause = error.__cause__
+    return (
+        isinstance(error, redis_errors.RedisClusterException)
+        and isinstance(cause, Exception)
+        and is_unavailable(cause)
+    )
+
+
 def failure_kind(error: Exception) -> str:
+    if _unreachable_cluster(error):
+        return "connection"
     for error_type, kind in _REDIS_KINDS:
         if isinstance(error, error_type):
             return kind

@@ -1,6 +1,7 @@
 """Where the gateway keeps its durable state, chosen in one place from the settings.
 
-Redis when `store.redis_url` is set (shared by every instance), else the embedded SQLite file.
+Redis when `store.redis_url` is set (shared by every instance; one server, Sentinel or Cluster,
+as the URL says: `gateway.redis_client`), else the embedded SQLite file.
 Every store gets the same Redis client policy (`gateway.redis_client`) and the same call budget
 (`gateway.store_health`). The rate limiter is not among them: it keeps its own pipelined
 connection with a far smaller budget (`gateway.limits`).
@@ -18,6 +19,7 @@ from gateway.adapters.registry import AdapterRegistry
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
 from gateway.safety.policy_store import PolicyStore, RedisPolicyStore, SqlitePolicyStore
 from gateway.settings import StoreSettings
+from gateway.sqlite import SqliteFile
 from gateway.store_health import CheckableStore
 from gateway.tenancy.redis_store import RedisStore
 from gateway.tenancy.sqlite_store import SqliteStore
@@ -48,10 +50,10 @@ def open_stores(settings: StoreSettings) -> Stores:
             RedisPolicyStore(url, prefix, timeout, budget),
             RedisUsageBackend(url, prefix, timeout, budget),
         )
-    path = settings.sqlite_path
+    file = SqliteFile(settings.sqlite_path)  # one connection, shared by the embedded stores
     return Stores(
-        SqliteStore(path, budget_s=budget),
-        SqliteAdapterRegistry(path, budget_s=budget),
-        SqlitePolicyStore(path, budget_s=budget),
-        SqliteUsageBackend(path, budget_s=budget),
+        SqliteStore(file, budget_s=budget),
+        SqliteAdapterRegistry(file, budget_s=budget),
+        SqlitePolicyStore(file, budget_s=budget),
+        SqliteUsageBackend(file, budget_s=budget),
     )

@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.standin",
     "tests.fixtures.real_vllm",
     "tests.fixtures.redis",
+    "tests.fixtures.redis_topologies",
     "tests.fixtures.gateway",
 ]

@@ -30,6 +30,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL_DIR = REPO_ROOT / ".cache" / "tiny-model"
 Device = Literal["cpu", "gpu"]
 SchedulingPolicy = Literal["fcfs", "priority"]
+# Tool calling for the tiny model. Its chat template has no tool format and its tokenizer no
+# tool-call tokens, so the parser is `pythonic`: it needs neither, leaves plain text as
+# content (`auto`), and lets `tool_choice` "required" and named go through vLLM's JSON-schema
+# guided decoding (parsers with a structural tag, such as hermes or llama3_json, constrain
+# the output to their own markup instead). Compact JSON: with whitespace allowed, a
+# random-weight model pads the arguments until max_tokens and never closes the call.
+TINY_MODEL_TOOL_ARGS = (
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "pythonic",
+    "--structured-outputs-config",
+    '{"backend": "xgrammar", "disable_any_whitespace": true}',
+)
 
 
 def default_venv() -> Path:
@@ -240,7 +253,8 @@ class VllmServer:
 
 
 def demo_config(venv: Path, port: int) -> VllmConfig:
-    """The tiny offline model (built on first use) with three adapters, on CPU."""
+    """The tiny offline model (built on first use) with three adapters and tool calling,
+    on CPU."""
     tiny_model.build_with(venv_python(venv), TINY_MODEL_DIR)
     adapters = {name: str(path) for name, path in tiny_model.adapter_dirs(TINY_MODEL_DIR).items()}
     return VllmConfig(
@@ -253,6 +267,7 @@ def demo_config(venv: Path, port: int) -> VllmConfig:
         max_model_len=512,
         port=port,
         venv=str(venv),
+        extra_args=TINY_MODEL_TOOL_ARGS,
     )
 
 

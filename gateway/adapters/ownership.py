@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.registry import AdapterRegistry
-from gateway.core.errors import GatewayError
+from gateway.core.errors import BadRequest, ConflictError
 from gateway.tenancy.models import Tenant
 
 
@@ -26,20 +26,18 @@ async def check_tenant_routes(registry: AdapterRegistry, tenant: Tenant) -> None
             continue
         param = f"models.{public_name}.adapter"
         if record.tenant_id is not None and record.tenant_id != tenant.id:
-            raise GatewayError(
-                400,
+            raise BadRequest(
                 f"Model '{public_name}' maps to adapter '{record.name}', which belongs to "
                 "another tenant.",
-                param=param,
-                code="adapter_not_owned",
+                param,
+                "adapter_not_owned",
             )
         if record.base_model != route.base_model:
-            raise GatewayError(
-                400,
+            raise BadRequest(
                 f"Model '{public_name}' maps adapter '{record.name}' onto base model "
                 f"'{route.base_model}', but it is registered for '{record.base_model}'.",
-                param=param,
-                code="adapter_base_model_mismatch",
+                param,
+                "adapter_base_model_mismatch",
             )
 
 
@@ -56,19 +54,17 @@ def check_registration(record: AdapterRecord, tenants: list[Tenant]) -> None:
     another base model: registering it must not hand it to them, or break them."""
     for tenant in tenants_using(tenants, record.name):
         if record.tenant_id is not None and tenant.id != record.tenant_id:
-            raise GatewayError(
-                409,
+            raise ConflictError(
                 f"Tenant '{tenant.name}' ({tenant.id}) maps a model to adapter "
                 f"'{record.name}': it cannot belong to another tenant.",
-                param="tenant_id",
-                code="adapter_in_use",
+                "adapter_in_use",
+                "tenant_id",
             )
         for public_name, route in tenant.models.items():
             if route.adapter == record.name and route.base_model != record.base_model:
-                raise GatewayError(
-                    409,
+                raise ConflictError(
                     f"Tenant '{tenant.name}' maps model '{public_name}' to adapter "
                     f"'{record.name}' on base model '{route.base_model}'.",
-                    param="base_model",
-                    code="adapter_in_use",
+                    "adapter_in_use",
+                    "base_model",
                 )

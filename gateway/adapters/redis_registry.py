@@ -1,8 +1,9 @@
 """The adapter registry in Redis: one hash, ``{prefix}lora-adapters``, name -> JSON document.
 
 One hash keeps every write a single atomic command (HSETNX to create, HDEL to delete) but
-the update, which must not create: a short Lua script checks and sets in one step. Calls
-have the tenancy store's socket timeout and one immediate retry.
+the update, which must not create: a short Lua script checks and sets in one step. One key,
+so it works alike on one server, under Sentinel and on a Cluster (in whichever slot it
+hashes to). Calls have the stores' client policy (`gateway.redis_client`).
 """
 
 from __future__ import annotations

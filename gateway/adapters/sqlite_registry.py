@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from gateway.adapters.models import AdapterRecord, adapter_from_dict, adapter_to_dict
-from gateway.sqlite import SqliteFile
+from gateway.sqlite import BUSY_TIMEOUT_S, SqliteFile, sqlite_file
 from gateway.store_health import StoreHealth, guarded
 from gateway.tenancy.store import Conflict, NotFound
 
@@ -27,9 +27,11 @@ CREATE TABLE IF NOT EXISTS lora_adapters (
 
 @guarded
 class SqliteAdapterRegistry:
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path | SqliteFile, busy_timeout_s: float = BUSY_TIMEOUT_S, budget_s: float = 1.0
+    ) -> None:
         self.health = StoreHealth("adapters", budget_s)
-        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
+        self._file = sqlite_file(path, busy_timeout_s, SCHEMA)
 
     def _write(self, sql: str, parameters: tuple[str, ...]) -> int:
         """One statement in its own write transaction; returns the rows it changed."""

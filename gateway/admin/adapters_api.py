@@ -2,31 +2,27 @@
 
 Only admins set adapter paths: a path names a directory on the vLLM host, which the gateway
 will ask vLLM to read. Every change goes to the audit trail (target type "adapter"). The
-registry itself is the app's `state.adapters`, which the gateway sets beside the tenancy
-store; routers see changes at their next registry refresh (`routing.registry_refresh_s`), or
-at once for an adapter they have not seen yet.
+registry is the gateway's (`AdminState.adapters`); routers see changes at their next registry
+refresh (`routing.registry_refresh_s`), or at once for an adapter they have not seen yet.
 
-`GET /admin/v1/replicas` shows each replica's health, load and adapters, read from the app's
-`state.router` (the answering worker's own view).
+`GET /admin/v1/replicas` shows each replica's health, load and adapters, read from the
+gateway's router (`AdminState.router`: the answering worker's own view).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from dataclasses import replace
+from typing import Annotated, ClassVar
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints
 
 from gateway.adapters.models import AdapterRecord, adapter_to_dict
 from gateway.adapters.ownership import check_registration, tenants_using
-from gateway.adapters.registry import AdapterRegistry
 from gateway.admin import ADMIN_PREFIX
 from gateway.admin.schemas import (
     DEFAULT_PAGE,
-    ErrorResponse,
     Limit,
     ModelName,
     Offset,
@@ -35,14 +31,11 @@ from gateway.admin.schemas import (
     RecordId,
     RequestBody,
     ResponseBody,
+    error_responses,
 )
-from gateway.core.errors import GatewayError
-from gateway.routing import Router
-from gateway.tenancy.models import AuditEntry
-from gateway.tenancy.store import Conflict, Store
-
-if TYPE_CHECKING:
-    from gateway.admin.api import AdminState
+from gateway.admin.state import AdminDep, AdminState, existing_tenant
+from gateway.core.errors import ConflictError, NotFoundError
+from gateway.tenancy.store import Conflict
 
 # vLLM serves an adapter under this name; no "/" so that it fits one URL path segment
 AdapterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
@@ -118,153 +111,94 @@ class ReplicaList(BaseModel):
     items: list[ReplicaOut]
 
 
-@dataclass(frozen=True, slots=True)
-class AdapterAdmin:
-    """An authenticated admin request on the registry."""
-
-    registry: AdapterRegistry
-    store: Store
-    admin_key_id: str
-
-    async def record(self, action: str, name: str, change: dict[str, Any]) -> None:
-        await self.store.append_audit(
-            AuditEntry.now(self.admin_key_id, action, "adapter", name, change)
-        )
-
-    async def adapter(self, name: str) -> AdapterRecord:
-        record = await self.registry.get(name)
-        if record is None:
-            raise GatewayError(404, f"No adapter named '{name}'.", code="adapter_not_found")
-        return record
-
-    async def check_owner(self, record: AdapterRecord) -> None:
-        """404 for an unknown owning tenant; 409 when another tenant's models use it."""
-        if record.tenant_id is not None and await self.store.get_tenant(record.tenant_id) is None:
-            raise GatewayError(
-                404,
-                f"No tenant with id '{record.tenant_id}'.",
-                param="tenant_id",
-                code="tenant_not_found",
-            )
-        check_registration(record, await self.store.list_tenants())
+router = APIRouter(
+    prefix=ADMIN_PREFIX, responses=error_responses(400, 401, 404, 409, 503), tags=["adapters"]
+)
 
 
-_bearer = HTTPBearer(auto_error=False, description="an admin key")
+async def _adapter(state: AdminState, name: str) -> AdapterRecord:
+    record = await state.adapters.get(name)
+    if record is None:
+        raise NotFoundError(f"No adapter named '{name}'.", "adapter_not_found")
+    return record
 
 
-def registry_of(request: Request) -> AdapterRegistry:
-    """The registry the gateway attached to the admin app; 503 when it attached none."""
-    registry: AdapterRegistry | None = getattr(request.app.state, "adapters", None)
-    if registry is None:
-        raise GatewayError(
-            503,
-            "This gateway has no adapter registry attached to its admin API.",
-            "server_error",
-            code="adapter_registry_unavailable",
-        )
-    return registry
-
-
-def router_of(request: Request) -> Router:
-    """The router the gateway attached to the admin app; 503 when it attached none."""
-    router: Router | None = getattr(request.app.state, "router", None)
-    if router is None:
-        raise GatewayError(
-            503,
-            "This gateway has no router attached to its admin API.",
-            "server_error",
-            code="router_unavailable",
-        )
-    return router
-
-
-def _adapter_admin(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AdapterAdmin:
-    state: AdminState = request.app.state.admin
-    admin_key_id = state.auth.identify(credentials.credentials if credentials else None)
-    return AdapterAdmin(registry_of(request), state.store, admin_key_id)
-
-
-AdapterAdminDep = Annotated[AdapterAdmin, Depends(_adapter_admin)]
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 503)
-}
-router = APIRouter(prefix=ADMIN_PREFIX, responses=_ERROR_RESPONSES, tags=["adapters"])
+async def _check_owner(state: AdminState, record: AdapterRecord) -> None:
+    """404 for an unknown owning tenant; 409 when another tenant's models use it."""
+    if record.tenant_id is not None:
+        await existing_tenant(state.store, record.tenant_id, param="tenant_id")
+    check_registration(record, await state.store.list_tenants())
 
 
 @router.post("/adapters", status_code=201)
-async def register_adapter(body: AdapterCreate, admin: AdapterAdminDep) -> AdapterOut:
+async def register_adapter(body: AdapterCreate, admin: AdminDep) -> AdapterOut:
     """The gateway loads it into a replica on first use; only its owner's models may name it."""
     record = AdapterRecord(**body.model_dump())
-    await admin.check_owner(record)
+    await _check_owner(admin.state, record)
     try:
-        await admin.registry.create(record)
+        await admin.state.adapters.create(record)
     except Conflict:
-        raise GatewayError(
-            409, f"An adapter named '{record.name}' is registered already.", param="name"
+        raise ConflictError(
+            f"An adapter named '{record.name}' is registered already.", param="name"
         ) from None
-    await admin.record("adapter.register", record.name, adapter_to_dict(record))
+    await admin.record("adapter.register", record.name, adapter_to_dict(record), invalidate=False)
     return AdapterOut.model_validate(record)
 
 
 @router.get("/adapters")
 async def list_adapters(
-    admin: AdapterAdminDep,
+    admin: AdminDep,
     tenant_id: RecordId | None = None,
     offset: Offset = 0,
     limit: Limit = DEFAULT_PAGE,
 ) -> AdapterList:
     """By name; with `tenant_id`, that tenant's adapters only. Follow `next_offset` for the
     rest."""
-    records = await admin.registry.list()
+    records = await admin.state.adapters.list()
     if tenant_id is not None:
         records = [record for record in records if record.tenant_id == tenant_id]
     return AdapterList.of(records[offset : offset + limit + 1], offset, limit)
 
 
 @router.get("/adapters/{name}")
-async def get_adapter(name: AdapterName, admin: AdapterAdminDep) -> AdapterOut:
-    return AdapterOut.model_validate(await admin.adapter(name))
+async def get_adapter(name: AdapterName, admin: AdminDep) -> AdapterOut:
+    return AdapterOut.model_validate(await _adapter(admin.state, name))
 
 
 @router.patch("/adapters/{name}")
-async def update_adapter(
-    name: AdapterName, body: AdapterUpdate, admin: AdapterAdminDep
-) -> AdapterOut:
+async def update_adapter(name: AdapterName, body: AdapterUpdate, admin: AdminDep) -> AdapterOut:
     """A new path is loaded in place on the replicas that hold the adapter, at its next use."""
-    record = body.applied_to(await admin.adapter(name))
-    await admin.check_owner(record)
-    await admin.registry.update(record)
-    await admin.record("adapter.update", name, body.model_dump(mode="json", exclude_unset=True))
+    record = body.applied_to(await _adapter(admin.state, name))
+    await _check_owner(admin.state, record)
+    await admin.state.adapters.update(record)
+    change = body.model_dump(mode="json", exclude_unset=True)
+    await admin.record("adapter.update", name, change, invalidate=False)
     return AdapterOut.model_validate(record)
 
 
 @router.delete("/adapters/{name}")
-async def delete_adapter(name: AdapterName, admin: AdapterAdminDep) -> AdapterDeleted:
+async def delete_adapter(name: AdapterName, admin: AdminDep) -> AdapterDeleted:
     """Refused while a tenant's models map to it; routers unload it from their replicas at
     their next registry refresh."""
-    record = await admin.adapter(name)
-    users = tenants_using(await admin.store.list_tenants(), name)
+    record = await _adapter(admin.state, name)
+    users = tenants_using(await admin.state.store.list_tenants(), name)
     if users:
         names = ", ".join(f"'{tenant.name}'" for tenant in users)
-        raise GatewayError(
-            409,
+        raise ConflictError(
             f"Adapter '{name}' is in use by the models of tenant {names}: remap them first.",
             code="adapter_in_use",
         )
-    await admin.registry.delete(name)
-    await admin.record("adapter.delete", name, {"path": record.path})
+    await admin.state.adapters.delete(name)
+    await admin.record("adapter.delete", name, {"path": record.path}, invalidate=False)
     return AdapterDeleted(name=name, deleted=True)
 
 
 @router.get("/replicas", tags=["replicas"])
-async def list_replicas(request: Request, admin: AdapterAdminDep) -> ReplicaList:
+async def list_replicas(admin: AdminDep) -> ReplicaList:
     """Health, load and adapters of each replica, as the answering worker process sees them.
 
     Not paged: the replicas are the few the gateway's settings name."""
-    routing = router_of(request)
+    routing = admin.state.router
     return ReplicaList(
         items=[
             ReplicaOut(

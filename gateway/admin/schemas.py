@@ -335,6 +335,11 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A router's `responses`: these statuses answer an `ErrorResponse`."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
 def key_out(key: ApiKey) -> dict[str, Any]:
     """A key as responses and the audit trail show it: without its hashes or status."""
     return KeyOut.model_validate(key).model_dump(exclude={"status"})

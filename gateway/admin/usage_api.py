@@ -1,34 +1,27 @@
-"""`GET /admin/v1/usage`: the usage ledger, filtered and grouped, as JSON or CSV.
-
-`attach_usage` adds the route to the admin app together with the gateway's ledger, instead of
-`create_admin_app` including it: the route reuses the admin API's own authentication
-(`AdminDep`), so this module imports gateway.admin.api and cannot be imported by it, and a
-route without a ledger would have nothing to answer with.
-"""
+"""`GET /admin/v1/usage`: the gateway's usage ledger, filtered and grouped, as JSON or CSV."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin import ADMIN_PREFIX
-from gateway.admin.api import AdminDep
 from gateway.admin.schemas import (
     DEFAULT_PAGE,
     MAX_PAGE,
-    ErrorResponse,
     ModelName,
     Offset,
     RecordId,
+    error_responses,
     paged,
 )
-from gateway.core.errors import GatewayError
+from gateway.admin.state import AdminDep
+from gateway.core.errors import BadRequest
 from gateway.usage.backend import UsageFilter
-from gateway.usage.ledger import UsageLedger
 from gateway.usage.report import GROUP_COLUMNS, parse_group_by, report_csv, summarize
 
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
@@ -70,11 +63,7 @@ class UsageReport(BaseModel):
     next_offset: int | None = Field(description="pass as `offset` for the next page; null: done")
 
 
-router = APIRouter(
-    prefix=ADMIN_PREFIX,
-    tags=["usage"],
-    responses={status: {"model": ErrorResponse} for status in (400, 401, 503)},
-)
+router = APIRouter(prefix=ADMIN_PREFIX, tags=["usage"], responses=error_responses(400, 401, 503))
 
 
 @router.get(
@@ -88,8 +77,7 @@ router = APIRouter(
     },
 )
 async def get_usage(
-    request: Request,
-    _: AdminDep,
+    admin: AdminDep,
     tenant_id: RecordId | None = None,
     key_id: RecordId | None = None,
     model: ModelName | None = None,
@@ -122,14 +110,13 @@ async def get_usage(
     try:
         groups = parse_group_by(group_by)
     except ValueError as error:
-        raise GatewayError(400, str(error), param="group_by") from None
+        raise BadRequest(str(error), param="group_by") from None
     _check_day(first_day, "from")
     _check_day(last_day, "to")
     if first_day and last_day and first_day > last_day:
-        raise GatewayError(400, f"from ({first_day}) is after to ({last_day}).", param="from")
-    ledger: UsageLedger = request.app.state.usage_ledger
+        raise BadRequest(f"from ({first_day}) is after to ({last_day}).", param="from")
     usage_filter = UsageFilter(tenant_id, key_id, model, first_day, last_day)
-    rows = await ledger.read(usage_filter)  # StoreUnavailable: 503
+    rows = await admin.state.ledger.read(usage_filter)  # StoreUnavailable: 503
     summary: dict[str, Any] = summarize(rows, groups)
     every_row = summary["rows"]
     if format == "csv":
@@ -150,10 +137,4 @@ def _check_day(day: str | None, param: str) -> None:
         try:
             date.fromisoformat(day)
         except ValueError:
-            raise GatewayError(400, f"{param}: {day} is not a date.", param=param) from None
-
-
-def attach_usage(admin_app: FastAPI, ledger: UsageLedger) -> None:
-    """Serve `ledger` at GET /admin/v1/usage on `admin_app` (from create_admin_app)."""
-    admin_app.state.usage_ledger = ledger
-    admin_app.include_router(router)
+            raise BadRequest(f"{param}: {day} is not a date.", param=param) from None

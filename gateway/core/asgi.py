@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
 from typing import Any
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,10 +46,8 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise GatewayError(
-                413,
-                f"Request body is larger than the gateway's limit of {limit} bytes.",
-                code="request_too_large",
+            raise PayloadTooLarge(
+                f"Request body is larger than the gateway's limit of {limit} bytes."
             )
         chunks.append(chunk)
         if not message.get("more_body", False):

@@ -1,8 +1,11 @@
 """Errors in the OpenAI format: ``{"error": {"message", "type", "param", "code"}}``.
 
 The openai SDK picks its exception class from the HTTP status alone, so every error the
-gateway produces carries the status a client expects (400 BadRequestError, 404 NotFoundError,
-413, 5xx InternalServerError ...), and the body says what went wrong in words.
+gateway produces carries the status a client expects, and the body says what went wrong in
+words. Each kind is a class here, named as the SDK's exception for that status where it has
+one (AuthenticationError, NotFoundError, ConflictError, RateLimitError, InternalServerError),
+and carrying the type, code and headers of that kind; code that must tell errors apart does
+it by class, never by comparing codes.
 """
 
 from __future__ import annotations
@@ -41,10 +44,78 @@ def error_body(
 
 
 class BadRequest(GatewayError):
-    """400: the request is malformed; `param` names the field."""
+    """400: the request is malformed; `param` names the field, `code` the rule it broke."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(400, message, param=param)
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(400, message, param=param, code=code)
+
+
+class AuthenticationError(GatewayError):
+    """401: no API key, or not a valid one; the answer asks for a bearer token."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            401,
+            message,
+            "invalid_request_error",
+            None,
+            "invalid_api_key",
+            headers={"www-authenticate": "Bearer"},
+        )
+
+
+class NotFoundError(GatewayError):
+    """404: no such route, model or record; `code` says which kind was looked for."""
+
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(404, message, param=param, code=code)
+
+
+class MethodNotAllowed(GatewayError):
+    """405: the route exists, but not for this method."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(405, message)
+
+
+class ConflictError(GatewayError):
+    """409: the change clashes with what is stored already."""
+
+    def __init__(self, message: str, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(409, message, param=param, code=code)
+
+
+class PayloadTooLarge(GatewayError):
+    """413: the request body is over the gateway's limit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message, code="request_too_large")
+
+
+class RateLimitError(GatewayError):
+    """429: over a rate limit, a budget or the queue's patience.
+
+    `type` is OpenAI's for the limit hit (``requests``, ``tokens``, ``insufficient_quota``);
+    `headers` say when to come back (Retry-After, the x-ratelimit-* window).
+    """
+
+    def __init__(self, message: str, type: str, code: str, headers: dict[str, str]) -> None:
+        super().__init__(429, message, type, None, code, headers)
+
+
+class InternalServerError(GatewayError):
+    """500: the gateway itself failed, or its configuration is missing a piece."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(500, message, "server_error", None, code)
+
+
+class ServiceUnavailable(GatewayError):
+    """503: the gateway cannot serve the request now; with `retry_after_s`, a Retry-After."""
+
+    def __init__(self, message: str, code: str, retry_after_s: int | None = None) -> None:
+        headers = None if retry_after_s is None else {"retry-after": str(retry_after_s)}
+        super().__init__(503, message, "server_error", None, code, headers)
 
 
 class UpstreamError(GatewayError):
@@ -80,7 +151,7 @@ class UpstreamTimeout(UpstreamError):
     summary = "The model server timed out"
 
 
-class StoreUnavailable(GatewayError):
+class StoreUnavailable(ServiceUnavailable):
     """A store (Redis, SQLite, ...) cannot answer now: 503 with Retry-After, never a 500.
 
     `store` names the component whose store failed (``keys``, ``adapters``, ``usage`` ...) so
@@ -90,12 +161,9 @@ class StoreUnavailable(GatewayError):
 
     def __init__(self, store: str, kind: str, retry_after_s: int = 1) -> None:
         super().__init__(
-            503,
             f"The gateway's {store} store is unavailable ({kind}); retry shortly.",
-            "server_error",
-            None,
             "store_unavailable",
-            headers={"retry-after": str(retry_after_s)},
+            retry_after_s,
         )
         self.store = store
         self.kind = kind

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from types import TracebackType
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, RateLimitError, ServiceUnavailable
 from gateway.observability import metrics
 from gateway.settings import FairQueueSettings
 
@@ -207,25 +207,19 @@ class FairQueue:
 
     def _timeout_error(self) -> GatewayError:
         waited = f"{self._timeout_s:g}"
-        headers = {"retry-after": str(self._retry_after_s)}
         if self._on_timeout == 503:
-            return GatewayError(
-                503,
+            return ServiceUnavailable(
                 f"The model server is at capacity: the request waited {waited} s for a slot. "
                 "Please try again shortly.",
-                "server_error",
-                None,
                 "queue_timeout",
-                headers,
+                self._retry_after_s,
             )
-        return GatewayError(
-            429,
+        return RateLimitError(
             f"Too many requests in flight: the request waited {waited} s for a slot. "
             "Please try again shortly.",
             "requests",
-            None,
             "queue_timeout",
-            headers,
+            {"retry-after": str(self._retry_after_s)},
         )
 
 

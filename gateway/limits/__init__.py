@@ -2,7 +2,7 @@
 
 The pipeline's side is narrow::
 
-    admission = limiter.admit(principal, estimate_tokens(request, default_max))
+    admission = limiter.admit(principal, surface.estimate_tokens(request, default_max))
     await admission.cleared()                    # before the upstream call
     ...                                          # the upstream call
     reservation = await admission.confirmed()    # before the answer: x-ratelimit-* headers
@@ -26,13 +26,7 @@ from functools import partial
 
 from gateway.core.errors import GatewayError
 from gateway.limits.early import Admission, SpareRoom, SpareRooms
-from gateway.limits.estimate import (
-    MAX_TOKENS,
-    estimate_prompt_tokens,
-    estimate_tokens,
-    estimated_usage,
-    tokens_used,
-)
+from gateway.limits.estimate import MAX_TOKENS, estimated_usage, tokens_used
 from gateway.limits.headers import limit_error
 from gateway.limits.local_limiter import LocalLimiter
 from gateway.limits.periods import Calendar
@@ -50,8 +44,6 @@ __all__ = [
     "Limiter",
     "LimiterStats",
     "Reservation",
-    "estimate_prompt_tokens",
-    "estimate_tokens",
     "estimated_usage",
     "open_limiter",
     "tokens_used",

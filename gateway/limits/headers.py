@@ -13,7 +13,7 @@ import math
 from datetime import UTC, datetime
 
 from gateway.core.asgi import Headers
-from gateway.core.errors import GatewayError
+from gateway.core.errors import RateLimitError, ServiceUnavailable
 from gateway.limits.periods import Period
 from gateway.limits.reservation import Kind, LimitExceeded
 
@@ -53,7 +53,7 @@ def rate_limit_headers(requests: WindowState | None, tokens: WindowState | None)
     return headers
 
 
-def limit_error(exceeded: LimitExceeded, period: Period) -> GatewayError:
+def limit_error(exceeded: LimitExceeded, period: Period) -> RateLimitError:
     """The 429 for a refused request, naming the limit, the scope and when to come back."""
     kind, scope, retry_s = exceeded.kind, exceeded.scope, exceeded.retry_after_s
     numbers = f"limit {exceeded.limit}, used {exceeded.used}, requested {exceeded.requested}"
@@ -94,16 +94,13 @@ def limit_error(exceeded: LimitExceeded, period: Period) -> GatewayError:
     if retry_s is not None:
         headers["retry-after"] = str(max(1, math.ceil(retry_s)))
         headers["retry-after-ms"] = str(max(1, math.ceil(retry_s * 1000)))
-    return GatewayError(429, message, error_type, None, code, headers)
+    return RateLimitError(message, error_type, code, headers)
 
 
-def limiter_unavailable() -> GatewayError:
+def limiter_unavailable() -> ServiceUnavailable:
     """Fail-closed: the shared limiter cannot say whether the request fits, so it waits."""
-    return GatewayError(
-        503,
+    return ServiceUnavailable(
         "The rate limiter is unavailable; please try again shortly.",
-        "server_error",
-        None,
         "rate_limiter_unavailable",
-        {"retry-after": "1"},
+        retry_after_s=1,
     )

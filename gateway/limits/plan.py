@@ -45,6 +45,7 @@ class ScopeLimits:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    tenant_id: str  # on a Redis Cluster, every scope's keys are in this tenant's slot
     scopes: tuple[ScopeLimits, ...]
     script_args: tuple[str, ...]  # per scope: its id and its limits, for the Redis scripts
     leased: bool  # some scope limits concurrency, so the reservation holds leases
@@ -79,7 +80,7 @@ def plan_for(principal: Principal, defaults: Limits) -> Plan:
         scopes.append(_scope(f"k:{key.id}", f"key '{key.name}' ({key.id})", key.limits))
     args = tuple(arg for scope in scopes for arg in (scope.scope_id, scope.script_limits()))
     leased = any(scope.max_concurrent is not None for scope in scopes)
-    return Plan(tuple(scopes), args, leased)
+    return Plan(tenant.id, tuple(scopes), args, leased)
 
 
 class PlanCache:

@@ -7,6 +7,14 @@
 trip at all, and a client's next request never finds its previous one still counted), and
 whatever no request picked up within `LINGER_S` goes out as a batch from a background task,
 which also renews the leases of requests still running. See redis_scripts.py for the algorithm.
+
+Every script call touches one keyspace, which it names as its one key (so that a Cluster
+routes it, and refuses it with MOVED before it runs anywhere else): the limiter's prefix on
+one server or under Sentinel, and on a Cluster the prefix with the tenant's hash tag, which
+puts a tenant's and its keys' limits in one slot (`keyspace`). Settlements are queued per
+keyspace, so that a reservation carries only its own keyspace's, and a batch or a renewal
+covers one keyspace; the batches of different keyspaces go out side by side, so that a shard
+failing over does not hold up the others.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from gateway.limits.reservation import (
     Reservation,
     SharedLimiterUnavailable,
 )
-from gateway.limits.resp import Arg, PipelinedRedis, RedisReplyError
+from gateway.limits.resp import Arg, RedisReplyError, open_servers
 from gateway.limits.stats import LimiterStats, ThrottledWarning
+from gateway.redis_client import keyspace, parse_redis_url
 
 REDIS_FAILURES = (RedisReplyError, OSError, TimeoutError)  # ConnectionError is an OSError
 # Settlement and renewal are off the request path: they may wait longer than a request would.
@@ -59,8 +68,9 @@ class _Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Batch:
+    keyspace: str  # of every settlement in it
     marker: str  # the key the scripts set, so that the batch counts once however often sent
     settlements: list[tuple[Reservation, int]]
     created_at: float = field(default_factory=time.monotonic)
@@ -92,15 +102,18 @@ class RedisLimiter:
         stats: LimiterStats,
     ) -> None:
         # A request gets one attempt within its timeout; background tasks retry on their own.
-        self._redis = PipelinedRedis(url, BACKGROUND_TIMEOUT_S, BACKGROUND_TIMEOUT_S)
+        self._redis = open_servers(url, BACKGROUND_TIMEOUT_S, BACKGROUND_TIMEOUT_S)
+        self._address = parse_redis_url(url)
         self._prefix = prefix + "rl:"
         self._timeout_s = timeout_s
         self._lease_ttl_s = lease_ttl_s
         self._retry_interval_s = retry_interval_s
         self._stats = stats
-        self._common_args = (self._prefix, str(int(WINDOW_S * 1_000_000)))
+        self._window_us = str(int(WINDOW_S * 1_000_000))
         self._lease_ttl_us = str(int(lease_ttl_s * 1_000_000))
-        self._pending: list[tuple[Reservation, int]] = []
+        # settlements not sent yet, by keyspace
+        self._pending: dict[str, list[tuple[Reservation, int]]] = {}
+        self._pending_count = 0
         self._unsent: deque[_Batch] = deque()
         self._wake = asyncio.Event()
         self._linger: asyncio.TimerHandle | None = None
@@ -109,17 +122,23 @@ class RedisLimiter:
         self._tasks: list[asyncio.Task[None]] = []
         self._warning = ThrottledWarning(10.0)
 
+    def _keyspace(self, plan: Plan) -> str:
+        return keyspace(self._address, self._prefix, plan.tenant_id)
+
     async def acquire(
         self, plan: Plan, reservation_id: str, tokens: int, period: Period
     ) -> Reservation:
+        space = self._keyspace(plan)
         carried: Sequence[Arg] = _NO_BATCH
         batch = None
-        if self._pending:
-            batch = _Batch(self._marker(), self._pending[:MAX_CARRIED])
-            del self._pending[:MAX_CARRIED]
+        pending = self._pending.get(space)
+        if pending:
+            batch = _Batch(space, self._marker(space), pending[:MAX_CARRIED])
+            self._take(space, len(batch.settlements))
             carried = batch.script_args()
         args: list[Arg] = [
-            *self._common_args,
+            space,
+            self._window_us,
             self._lease_ttl_us,
             int(period.month_ends_at) + _BUDGET_KEY_GRACE_S,
             period.day,
@@ -132,7 +151,7 @@ class RedisLimiter:
         ]
         try:
             async with asyncio.timeout(self._timeout_s):
-                reply = await self._run(_RESERVE, args)
+                reply = await self._run(_RESERVE, space, args)
         except REDIS_FAILURES as error:
             if batch is not None:  # it may or may not have been applied: its marker knows
                 self._unsent.append(batch)
@@ -154,10 +173,15 @@ class RedisLimiter:
 
     def release(self, reservation: Reservation, used_tokens: int) -> None:
         self._live.pop(reservation.id, None)
-        if len(self._pending) >= MAX_PENDING:
-            del self._pending[:MAX_BATCH]
-            self._stats.dropped(MAX_BATCH)
-        self._pending.append((reservation, used_tokens))
+        if self._pending_count >= MAX_PENDING:
+            fullest = max(self._pending, key=lambda space: len(self._pending[space]))
+            dropped = min(MAX_BATCH, len(self._pending[fullest]))
+            self._take(fullest, dropped)
+            self._stats.dropped(dropped)
+        self._pending.setdefault(self._keyspace(reservation.plan), []).append(
+            (reservation, used_tokens)
+        )
+        self._pending_count += 1
         if self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._wake.set)
 
@@ -166,7 +190,7 @@ class RedisLimiter:
         try:
             async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
                 for script in (_RESERVE, _SETTLE, _RENEW):
-                    await self._redis.call("SCRIPT", "LOAD", script.source)
+                    await self._redis.on_every_primary("SCRIPT", "LOAD", script.source)
         except REDIS_FAILURES as error:
             self._warning.warn("rate limiter: Redis not reachable at start: %r", error)
         self._tasks = [
@@ -192,30 +216,42 @@ class RedisLimiter:
         self._stats.dropped(sum(len(batch.settlements) for batch in self._unsent))
         await self._redis.close()
 
-    def _marker(self) -> str:
-        return f"{self._prefix}settled:{uuid.uuid4().hex}"
+    def _marker(self, space: str) -> str:
+        return f"{space}settled:{uuid.uuid4().hex}"
 
-    async def _run(self, script: _Script, args: Sequence[Arg]) -> Any:
+    def _take(self, space: str, count: int) -> None:
+        """Remove the first `count` settlements queued for `space`."""
+        pending = self._pending[space]
+        del pending[:count]
+        if not pending:
+            del self._pending[space]
+        self._pending_count -= count
+
+    async def _run(self, script: _Script, space: str, args: Sequence[Arg]) -> Any:
         try:
-            return await self._redis.call("EVALSHA", script.sha, 0, *args)
+            return await self._redis.call(space, "EVALSHA", script.sha, 1, space, *args)
         except RedisReplyError as error:
             if not error.is_noscript:
                 raise
-            # Redis restarted or flushed its script cache since we last loaded it.
-            await self._redis.call("SCRIPT", "LOAD", script.source)
-            return await self._redis.call("EVALSHA", script.sha, 0, *args)
+            # Redis restarted, failed over or flushed its script cache since we loaded it.
+            await self._redis.call(space, "SCRIPT", "LOAD", script.source)
+            return await self._redis.call(space, "EVALSHA", script.sha, 1, space, *args)
 
     def _batch_pending(self) -> None:
-        while self._pending:
-            settlements = self._pending[:MAX_BATCH]
-            del self._pending[:MAX_BATCH]
-            self._unsent.append(_Batch(self._marker(), settlements))
+        for space, pending in self._pending.items():
+            for first in range(0, len(pending), MAX_BATCH):
+                settlements = pending[first : first + MAX_BATCH]
+                self._unsent.append(_Batch(space, self._marker(space), settlements))
+        self._pending.clear()
+        self._pending_count = 0
 
     async def _settle(self, batch: _Batch) -> None:
-        await self._run(_SETTLE, [*self._common_args, *batch.script_args()])
+        async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
+            args = [batch.keyspace, self._window_us, *batch.script_args()]
+            await self._run(_SETTLE, batch.keyspace, args)
 
     async def _settle_forever(self) -> None:
-        """Send what no reservation carried, oldest batch first; a batch that fails is sent
+        """Send what no reservation carried, every batch at once; a batch that fails is sent
         again with the same marker (which makes the retry safe) until Redis takes it."""
         while not self._closing:
             await self._wake.wait()
@@ -223,43 +259,55 @@ class RedisLimiter:
             self._linger = None
             self._batch_pending()
             while self._unsent and not self._closing:
-                batch = self._unsent[0]
-                try:
-                    async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
-                        await self._settle(batch)
-                except REDIS_FAILURES as error:
+                batches = list(self._unsent)
+                outcomes = await asyncio.gather(
+                    *(self._settle(batch) for batch in batches), return_exceptions=True
+                )
+                failure: BaseException | None = None
+                for batch, outcome in zip(batches, outcomes, strict=True):
+                    if outcome is None:
+                        self._unsent.remove(batch)
+                        continue
+                    if not isinstance(outcome, REDIS_FAILURES):
+                        raise outcome
+                    failure = outcome
                     self._stats.settlement_failed()
                     if time.monotonic() - batch.created_at > GIVE_UP_AFTER_S:
-                        self._unsent.popleft()
+                        self._unsent.remove(batch)
                         self._stats.dropped(len(batch.settlements))
-                        self._warning.warn("dropped rate-limit settlements: %r", error)
-                    else:
-                        self._warning.warn("rate-limit settlement failed, will retry: %r", error)
-                        await asyncio.sleep(self._retry_interval_s)
-                    continue
-                self._unsent.popleft()
+                        self._warning.warn("dropped rate-limit settlements: %r", outcome)
+                if failure is not None:
+                    self._warning.warn("rate-limit settlement failed, will retry: %r", failure)
+                    await asyncio.sleep(self._retry_interval_s)
                 self._batch_pending()
 
     async def _renew_forever(self) -> None:
         while not self._closing:
             await asyncio.sleep(self._lease_ttl_s / 3)
-            held: dict[str, list[str]] = {}
+            held: dict[str, dict[str, list[str]]] = {}  # keyspace -> leases key -> ids
             for reservation in list(self._live.values()):
+                space = self._keyspace(reservation.plan)
                 for scope in reservation.plan.scopes:
                     if scope.max_concurrent is not None:
-                        key = f"{self._prefix}{scope.scope_id}:c"
-                        held.setdefault(key, []).append(reservation.id)
-            if not held:
-                continue
-            args: list[Arg] = [self._lease_ttl_us]
-            for key, ids in held.items():
-                args += (key, len(ids), *ids)
-            try:
-                async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
-                    await self._run(_RENEW, args)
-            except REDIS_FAILURES as error:
-                self._stats.renewal_failed()
-                self._warning.warn("could not renew concurrency leases: %r", error)
+                        key = f"{space}{scope.scope_id}:c"
+                        held.setdefault(space, {}).setdefault(key, []).append(reservation.id)
+            outcomes = await asyncio.gather(
+                *(self._renew(space, leases) for space, leases in held.items()),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, REDIS_FAILURES):
+                    self._stats.renewal_failed()
+                    self._warning.warn("could not renew concurrency leases: %r", outcome)
+                elif outcome is not None:
+                    raise outcome
+
+    async def _renew(self, space: str, leases: dict[str, list[str]]) -> None:
+        args: list[Arg] = [self._lease_ttl_us]
+        for key, ids in leases.items():
+            args += (key, len(ids), *ids)
+        async with asyncio.timeout(BACKGROUND_TIMEOUT_S):
+            await self._run(_RENEW, space, args)
 
 
 def _exceeded(plan: Plan, reply: list[int], tokens: int, period: Period) -> LimitExceeded:

@@ -16,11 +16,13 @@ Concurrency slots are members of a sorted set scored by their lease's expiry; th
 them while the request runs, and a crashed holder's slots expire after the lease TTL. Budgets
 are counters per UTC day and month.
 
-Keys per scope ``<prefix><scope id>`` (a scope is ``t:<tenant id>`` or ``k:<key id>``):
+Keys per scope ``<keyspace><scope id>`` (a scope is ``t:<tenant id>`` or ``k:<key id>``):
 ``:l`` the log, ``:h`` a hash with ``s`` (the log's token sum), ``d:<yyyymmdd>`` and
-``m:<yyyymm>`` (budgets used), ``:c`` the leases. The scripts build these names from the scope
-ids they are given, which a single Redis allows and Redis Cluster would not: like the key store,
-the limiter does not support Cluster.
+``m:<yyyymm>`` (budgets used), ``:c`` the leases. The keyspace is ``<prefix>rl:``, and on a
+Redis Cluster ``<prefix>rl:{<tenant id>}:``: the hash tag puts the tenant's scope and its keys'
+scopes in one slot. Every call names its keyspace as its one key (KEYS[1]), and the scripts
+build every name they touch from it, so each call stays within the slot that Cluster checked
+before running it.
 
 RESERVE first applies the settlements this instance has queued (so they ride along with the
 next request instead of costing a round trip of their own), then checks every limit of every
@@ -34,10 +36,10 @@ after an unanswered attempt is applied at most once.
 
 from __future__ import annotations
 
-# ARGV[1]: key prefix, ARGV[2]: window (us). Limits travel as "rpm,tpm,concurrent,day,month"
+# ARGV[1]: keyspace, ARGV[2]: window (us). Limits travel as "rpm,tpm,concurrent,day,month"
 # with -1 for "not limited".
 _COMMON = """
-local prefix = ARGV[1]
+local keyspace = ARGV[1]
 local window = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -65,7 +67,7 @@ local function settle_batch(a)
     local delta = tonumber(used) - tonumber(reserved)
     a = a + 7
     for _ = 1, scopes do
-      local base = prefix .. ARGV[a]
+      local base = keyspace .. ARGV[a]
       local rpm, tpm, conc, per_day, per_month = limits_of(ARGV[a + 1])
       a = a + 2
       if delta ~= 0 then
@@ -89,7 +91,7 @@ end
 RESERVE = (
     _COMMON
     + """
--- ARGV: prefix, window (us), lease TTL (us), budget expiry (unix s), day, month, reservation
+-- ARGV: keyspace, window (us), lease TTL (us), budget expiry (unix s), day, month, reservation
 --       id, tokens, scope count, (scope id, limits) per scope, then a settlement batch
 -- Reply: {1, requests limit, remaining, reset (us), tokens limit, remaining, reset (us),
 --        admission time (us), spare}
@@ -139,7 +141,7 @@ end
 
 for s = 1, scopes do
   local a = 8 + s * 2
-  local c = {base = prefix .. ARGV[a]}
+  local c = {base = keyspace .. ARGV[a]}
   c.rpm, c.tpm, c.conc, c.per_day, c.per_month = limits_of(ARGV[a + 1])
   c.h = c.base .. ':h'
   local fields = redis.call('HMGET', c.h, 's', day_field, month_field)
@@ -255,7 +257,7 @@ return reply
 SETTLE = (
     _COMMON
     + """
--- ARGV: prefix, window (us), then a settlement batch
+-- ARGV: keyspace, window (us), then a settlement batch
 settle_batch(3)
 return 1
 """
@@ -264,7 +266,8 @@ return 1
 RENEW = """
 -- Extends leases still held (a lease already gone, expired or freed by a settlement, stays
 -- gone) and drops expired ones.
--- ARGV: lease TTL (us), then per leases key: the key, a count, the reservation ids
+-- ARGV: lease TTL (us), then per leases key (all in KEYS[1]'s keyspace): the key, a count,
+--       the reservation ids
 local clock = redis.call('TIME')
 local ttl = tonumber(ARGV[1])
 local expiry = tonumber(clock[1]) * 1000000 + tonumber(clock[2]) + ttl

@@ -1,12 +1,12 @@
 """Relay vLLM's answer to the client: whole bodies as bytes, streams event by event.
 
-Streams are forwarded as soon as a complete SSE event is in (no buffering beyond one event);
-only events that mention ``usage`` are parsed, to learn the request's usage and to drop the
-usage-only chunk the gateway asked for on the client's behalf. A client that disconnects makes
-the gateway close the upstream connection at once, which is how vLLM learns to abort. On
-shutdown, the streams still running when `server.drain_timeout_s` is up are ended by the
-gateway (`StreamDrain`): their upstream connections are closed and each client gets a final
-error event, so that they are told and counted as errors rather than cut off as if served.
+Streams are forwarded as soon as a complete SSE event is in (no buffering beyond one event),
+through the request's chunk filters (gateway/core/filters.py: rename, output guard, usage).
+A client that disconnects makes the gateway close the upstream connection at once, which is
+how vLLM learns to abort. On shutdown, the streams still running when
+`server.drain_timeout_s` is up are ended by the gateway (`StreamDrain`): their upstream
+connections are closed and each client gets a final error event, so that they are told and
+counted as errors rather than cut off as if served.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
-import orjson
-
-from gateway.core.asgi import Receive, Send, send_response
+from gateway.core.asgi import Receive, Send, call_after_shutdown_signal, send_response
 from gateway.core.context import RequestContext
-from gateway.core.errors import GatewayError, UpstreamBadGateway, UpstreamTimeout
+from gateway.core.errors import GatewayError, ServiceUnavailable, UpstreamBadGateway
+from gateway.core.filters import ChunkFilter
 from gateway.core.status import CLIENT_CLOSED_REQUEST
-from gateway.safety.output_guard import OutputGuard
-from gateway.upstream.transport import UpstreamTransport, as_openai_error, drop_traceback
+from gateway.surfaces import Surface
+from gateway.upstream.base import UpstreamResponse
+from gateway.upstream.client import UpstreamClient
 
 _EVENT_END = b"\n\n"
-_DONE = b"data: [DONE]\n\n"
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -33,77 +31,72 @@ _STREAM_HEADERS = [
 ]
 
 
-class _DrainTimeUp(Exception):
-    """Set into a stream's body when the shutdown's drain time is up; its next read raises it."""
-
-
 class StreamDrain:
-    """The streams this process is relaying, so that a shutdown can end those that outlive
-    its drain time: each one's upstream connection is closed (vLLM aborts the request) and
-    the relay ends the stream with a 503 error event."""
+    """The streams a gateway process is relaying, so that a shutdown can end those that
+    outlive its drain time: each one's upstream connection is cut (vLLM aborts the request)
+    and the relay ends the stream with a 503 error event."""
 
-    def __init__(self) -> None:
-        self._responses: set[aiohttp.ClientResponse] = set()
+    def __init__(self, drain_timeout_s: float) -> None:
+        self._drain_timeout_s = drain_timeout_s
+        self._responses: set[UpstreamResponse] = set()
         self._time_up = False
 
-    def add(self, response: aiohttp.ClientResponse) -> None:
+    async def start(self) -> None:
+        """Armed once the gateway serves: the shutdown signal starts the drain time."""
+        call_after_shutdown_signal(self._drain_timeout_s, self.end_all)
+
+    def add(self, response: UpstreamResponse) -> None:
         self._responses.add(response)
         if self._time_up:  # its headers came after the drain time was up
-            _cut(response)
+            response.cut(_shutting_down())
 
-    def discard(self, response: aiohttp.ClientResponse) -> None:
+    def discard(self, response: UpstreamResponse) -> None:
         self._responses.discard(response)
 
     def end_all(self) -> None:
         self._time_up = True
         for response in self._responses:
-            _cut(response)
+            response.cut(_shutting_down())
 
 
-def _cut(response: aiohttp.ClientResponse) -> None:
-    # Set before close(), which then leaves it in place of aiohttp's "Connection closed".
-    response.content.set_exception(_DrainTimeUp())
-    response.close()
-
-
-# One per process, as the shutdown signal is (gateway/app.py arms it at startup).
-in_flight_streams = StreamDrain()
+def _shutting_down() -> GatewayError:
+    return ServiceUnavailable(
+        "The gateway is shutting down; send the request again.", "gateway_shutting_down"
+    )
 
 
 async def relay_whole(
     ctx: RequestContext,
-    transport: UpstreamTransport,
-    response: aiohttp.ClientResponse,
-    rename: tuple[bytes, bytes] | None,
-    guard: OutputGuard | None,
+    surface: Surface,
+    upstream: UpstreamClient,
+    response: UpstreamResponse,
+    filters: list[ChunkFilter],
     send: Send,
 ) -> None:
-    """Forward a non-streamed answer (or an upstream error) with the upstream's status."""
+    """Forward a non-streamed answer (or an upstream error, in the surface's error format)
+    with the upstream's status."""
     try:
-        body = await transport.read(ctx, response)
+        body = await upstream.read(ctx, response)
     finally:
         response.release()
     if response.status >= 400:
-        error = as_openai_error(response.status, body)
+        error = surface.upstream_error(response.status, body)
         if error is not None:
             raise error
     else:
-        if rename is not None:
-            body = body.replace(*rename)
-        if guard is not None:
-            body = guard.process_whole(body)
-        if b'"usage"' in body:
-            ctx.usage = orjson.loads(body).get("usage")
+        for chunk_filter in filters:
+            body = chunk_filter.on_whole(body)
     ctx.status = response.status
-    content_type = response.headers.get("content-type", "application/json").encode()
+    content_type = response.content_type.encode()
     await send_response(send, response.status, body, ctx.response_headers(), content_type)
 
 
 async def relay_stream(
     ctx: RequestContext,
-    response: aiohttp.ClientResponse,
-    rename: tuple[bytes, bytes] | None,
-    guard: OutputGuard | None,
+    surface: Surface,
+    response: UpstreamResponse,
+    filters: list[ChunkFilter],
+    drain: StreamDrain,
     receive: Receive,
     send: Send,
 ) -> None:
@@ -113,12 +106,12 @@ async def relay_stream(
     headers.extend(_STREAM_HEADERS)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     watcher = asyncio.create_task(_close_on_disconnect(receive, response, ctx))
-    in_flight_streams.add(response)
+    drain.add(response)
     pending = b""
     last_sent = b""
     failure: GatewayError | None = None
     try:
-        async for data in response.content.iter_any():
+        async for data in response.chunks():
             if pending:
                 data = pending + data
             end = data.rfind(_EVENT_END) + 2
@@ -129,70 +122,45 @@ async def relay_stream(
                 events, pending = data, b""
             else:
                 events, pending = data[:end], data[end:]
-            if rename is not None:
-                events = events.replace(*rename)
-            if b'"usage"' in events:
-                events = _take_usage(ctx, events)
+            ended = False
+            for chunk_filter in filters:
+                events = chunk_filter.on_events(events)
+                if chunk_filter.ended:
+                    ended = True
                 if not events:
-                    continue
-            blocked = False
-            if guard is not None:
-                events, blocked = guard.process_events(events)
+                    break
+            if not events:
+                continue
             await send({"type": "http.response.body", "body": events, "more_body": True})
             if ctx.first_event_at is None:
                 ctx.first_event_at = time.perf_counter()
             ctx.streamed_events += events.count(b"data: ")
             last_sent = events
-            if blocked:  # the guard ended the stream: stop vLLM's generation now
+            if ended:  # a filter ended the stream: stop vLLM's generation now
                 response.close()
                 break
-    except TimeoutError:
-        failure = UpstreamTimeout("the stream stalled")
-    except _DrainTimeUp:
-        failure = GatewayError(
-            503,
-            "The gateway is shutting down; send the request again.",
-            "server_error",
-            None,
-            "gateway_shutting_down",
-        )
-    except aiohttp.ClientError as exc:
-        drop_traceback(exc)  # a client disconnect lands here, with aiohttp's shared instance
-        failure = UpstreamBadGateway(f"the stream broke off ({type(exc).__name__})")
+    except GatewayError as error:  # stalled, broke off, or cut by the drain
+        failure = error
     finally:
         watcher.cancel()
-        in_flight_streams.discard(response)
+        drain.discard(response)
         response.release()
     if ctx.status == CLIENT_CLOSED_REQUEST:
         return
-    if failure is None and not last_sent.endswith(_DONE):
-        failure = UpstreamBadGateway("the stream ended before [DONE]")
+    if failure is None and not surface.stream_finished(last_sent):
+        failure = UpstreamBadGateway("the stream ended before its end event")
     if failure is not None:
         ctx.status = failure.status
-        event = b"data: " + failure.body() + _EVENT_END
-        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": surface.stream_error(failure), "more_body": True}
+        )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _close_on_disconnect(
-    receive: Receive, response: aiohttp.ClientResponse, ctx: RequestContext
+    receive: Receive, response: UpstreamResponse, ctx: RequestContext
 ) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     ctx.status = CLIENT_CLOSED_REQUEST
     response.close()
-
-
-def _take_usage(ctx: RequestContext, events: bytes) -> bytes:
-    """Record usage from the events that carry it; drop the usage-only chunk unless asked for."""
-    kept = []
-    for event in events.split(_EVENT_END)[:-1]:
-        if b'"usage"' in event and event.startswith(b"data: {"):
-            chunk = orjson.loads(event[6:])
-            usage = chunk.get("usage")
-            if usage:
-                ctx.usage = usage
-                if not chunk.get("choices") and not ctx.client_wants_usage:
-                    continue
-        kept.append(event + _EVENT_END)
-    return b"".join(kept)

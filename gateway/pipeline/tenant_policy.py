@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.core.errors import BadRequest, GatewayError
+from gateway.core.errors import BadRequest, NotFoundError
 from gateway.routing import ModelTarget
 from gateway.tenancy.auth import Principal
 
 
-def model_not_found(name: str) -> GatewayError:
-    return GatewayError(
-        404, f"The model `{name}` does not exist.", param="model", code="model_not_found"
-    )
+def model_not_found(name: str) -> NotFoundError:
+    return NotFoundError(f"The model `{name}` does not exist.", "model_not_found", "model")
 
 
 def resolve_model(principal: Principal, requested: str | None) -> ModelTarget:

@@ -3,15 +3,20 @@
 A connection pool of its own, apart from the inference transport: a health check or an
 adapter load must not queue behind a thousand streams, and a replica that hangs on
 inference should still fail its health check on time. vLLM's `--api-key` guards `/v1/*`
-(the adapter routes included), so the upstream key goes along.
+(the adapter routes included), so the upstream key goes along. Every call has one bound for
+the whole of it; no control call streams.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
+
+from gateway.core.errors import UpstreamError
+from gateway.settings import UpstreamSettings
+from gateway.upstream.base import Transport, UpstreamRequest
+from gateway.upstream.http import HttpTransport
 
 LOAD_PATH = "/v1/load_lora_adapter"
 UNLOAD_PATH = "/v1/unload_lora_adapter"
@@ -49,27 +54,34 @@ class ServedModels:
     adapters: dict[str, str | None]
 
 
+def control_pool() -> HttpTransport:
+    """The control calls' own pool; each call sets its own timeout, so only the pool's size
+    and keep-alive come from here."""
+    return HttpTransport(UpstreamSettings(), CONTROL_CONNECTIONS)
+
+
 class ReplicaClient:
-    def __init__(self, api_key: str | None, health_timeout_s: float, load_timeout_s: float) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        api_key: str | None,
+        health_timeout_s: float,
+        load_timeout_s: float,
+    ) -> None:
+        self._transport = transport
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout_s)
-        self._read_timeout = aiohttp.ClientTimeout(total=READ_TIMEOUT_S)
-        self._load_timeout = aiohttp.ClientTimeout(total=load_timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._health_timeout_s = health_timeout_s
+        self._load_timeout_s = load_timeout_s
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONTROL_CONNECTIONS),
-            headers=self._headers,
-        )
+        await self._transport.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._transport.close()
 
     async def healthy(self, url: str) -> bool:
         try:
-            answer = await self._call("GET", url + "/health", timeout=self._health_timeout)
+            answer = await self._call("GET", url + "/health", timeout_s=self._health_timeout_s)
             return answer.status == 200
         except ReplicaUnreachable:
             return False
@@ -96,7 +108,7 @@ class ReplicaClient:
         body: dict[str, object] = {"lora_name": name, "lora_path": path}
         if in_place:
             body["load_inplace"] = True
-        return await self._call("POST", url + LOAD_PATH, body, self._load_timeout)
+        return await self._call("POST", url + LOAD_PATH, body, self._load_timeout_s)
 
     async def unload_adapter(self, url: str, name: str) -> Answer:
         return await self._call("POST", url + UNLOAD_PATH, {"lora_name": name})
@@ -106,15 +118,18 @@ class ReplicaClient:
         method: str,
         url: str,
         body: dict[str, object] | None = None,
-        timeout: aiohttp.ClientTimeout | None = None,
+        timeout_s: float = READ_TIMEOUT_S,
     ) -> Answer:
-        assert self._session is not None, "ReplicaClient used before start()"
+        headers = dict(self._headers)
+        if body is not None:
+            headers["content-type"] = "application/json"
         data = orjson.dumps(body) if body is not None else None
-        headers = {"content-type": "application/json"} if body is not None else None
+        request = UpstreamRequest(method, url, data, headers, timeout_s=timeout_s)
         try:
-            async with self._session.request(
-                method, url, data=data, headers=headers, timeout=timeout or self._read_timeout
-            ) as response:
+            response = await self._transport.send(request)
+            try:
                 return Answer(response.status, await response.read())
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise ReplicaUnreachable(f"{type(error).__name__}: {error}") from None
+            finally:
+                response.release()
+        except UpstreamError as error:
+            raise ReplicaUnreachable(error.message) from None

@@ -1,6 +1,13 @@
 """Choose the replica for one request: the routing decision, kept free of I/O.
 
-Affinity (the default) gives each healthy replica a cost and takes the cheapest:
+A routing policy is a `RoutingPolicy` subclass, apart from the transport and the router
+that call its `pick`; `routing_policy` builds the one `routing.policy` names. Both policies
+pick among the same candidates: the healthy replicas the request has not been refused by
+yet, narrowed to those serving its base model and, for an adapter that is not registered
+(vLLM was started with it, so the gateway cannot load it), to those that hold it -- each
+narrowing only when some replica is left by it.
+
+`AffinityPolicy` (the default) gives each candidate a cost and takes the cheapest:
 
     cost = requests this gateway has in flight there
          + waiting_weight * vllm:num_requests_waiting
@@ -17,14 +24,13 @@ replica is `miss` requests busier than another, and only then spreads to a secon
 a hot adapter scales out, a cold one costs no loads. Equal costs go round-robin (the scan
 starts one further each time), so an idle pool shares the work.
 
-Round-robin takes the next healthy replica whatever it holds: the benchmark's baseline.
-
-Adapters that are not registered (vLLM was started with them) cannot be loaded by the
-gateway: only replicas that hold them are candidates, when any does.
+`RoundRobinPolicy` takes the next candidate whatever its load or the adapters it holds: the
+benchmark's baseline.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 
 from gateway.replicas.replica import Replica
@@ -38,16 +44,14 @@ Capacity = Callable[[Replica], int | None]
 IsRegistered = Callable[[str], bool]
 
 
-class Selector:
-    def __init__(
-        self, settings: RoutingSettings, capacity: Capacity, is_registered: IsRegistered
-    ) -> None:
-        self._round_robin = settings.policy == "round_robin"
-        self._waiting_weight = settings.waiting_weight
-        self._kv_weight = settings.kv_cache_weight
-        self._miss = settings.adapter_miss_cost
-        self._capacity = capacity
-        self._is_registered = is_registered
+class RoutingPolicy(ABC):
+    """How the router chooses a replica: one subclass per `routing.policy`.
+
+    `pick` narrows the candidates the same way for every policy; `_choose` is the policy's
+    own decision among them.
+    """
+
+    def __init__(self) -> None:
         self._turn = 0
 
     def pick(
@@ -70,10 +74,42 @@ class Selector:
         if adapter is not None and path is None:
             candidates = [r for r in candidates if adapter in r.adapters] or candidates
         self._turn += 1
+        return self._choose(candidates, self._turn % len(candidates), adapter, path)
+
+    @abstractmethod
+    def _choose(
+        self, candidates: Sequence[Replica], start: int, adapter: str | None, path: str | None
+    ) -> Replica:
+        """One of `candidates` (never empty); `start` moves one further each request, so a
+        scan from it shares equal choices out."""
+
+
+class RoundRobinPolicy(RoutingPolicy):
+    """The next candidate, whatever its load or the adapters it holds."""
+
+    def _choose(
+        self, candidates: Sequence[Replica], start: int, adapter: str | None, path: str | None
+    ) -> Replica:
+        return candidates[start]
+
+
+class AffinityPolicy(RoutingPolicy):
+    """The cheapest candidate by load and what the adapter costs there (the module says how)."""
+
+    def __init__(
+        self, settings: RoutingSettings, capacity: Capacity, is_registered: IsRegistered
+    ) -> None:
+        super().__init__()
+        self._waiting_weight = settings.waiting_weight
+        self._kv_weight = settings.kv_cache_weight
+        self._miss = settings.adapter_miss_cost
+        self._capacity = capacity
+        self._is_registered = is_registered
+
+    def _choose(
+        self, candidates: Sequence[Replica], start: int, adapter: str | None, path: str | None
+    ) -> Replica:
         count = len(candidates)
-        start = self._turn % count
-        if self._round_robin:
-            return candidates[start]
         best = candidates[start]
         best_cost = float("inf")
         for offset in range(count):
@@ -98,3 +134,14 @@ class Selector:
         if any(self._is_registered(name) for name in replica.idle_adapters()):
             return EVICT_FACTOR * self._miss
         return OVERFLOW_FACTOR * self._miss
+
+
+def routing_policy(
+    settings: RoutingSettings, capacity: Capacity, is_registered: IsRegistered
+) -> RoutingPolicy:
+    """The policy `settings.policy` names."""
+    match settings.policy:
+        case "affinity":
+            return AffinityPolicy(settings, capacity, is_registered)
+        case "round_robin":
+            return RoundRobinPolicy()

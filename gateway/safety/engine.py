@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.core.errors import GatewayError, StoreUnavailable
+from gateway.core.errors import InternalServerError, StoreUnavailable
 from gateway.safety.events import SafetyEvents
 from gateway.safety.guard_model import GuardModel, GuardSessions
 from gateway.safety.policy import NO_POLICY, PolicySpec, SafetySettings
@@ -33,12 +33,10 @@ KEY_METADATA_FIELD = "safety_policy"
 REFRESH_S = 30.0
 
 
-def missing_policy(name: str) -> GatewayError:
-    return GatewayError(
-        500,
+def missing_policy(name: str) -> InternalServerError:
+    return InternalServerError(
         f"The content policy '{name}' assigned to this API key or its tenant is not defined.",
-        "server_error",
-        code="safety_policy_missing",
+        "safety_policy_missing",
     )
 
 
@@ -72,7 +70,7 @@ class SafetyEngine:
 
     @property
     def policies(self) -> PolicyStore:
-        """For the admin API: attach as `admin_app.state.safety_policies`."""
+        """For the admin API (`AdminState.safety_policies`)."""
         return self._policies
 
     @property

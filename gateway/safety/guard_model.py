@@ -2,7 +2,8 @@
 "guard" adapter) with a prompt template and a verdict regex (RE2: see operator_regex), or an
 OpenAI-compatible `/v1/moderations` endpoint.
 
-Off the hot path unless a policy has a guard: the HTTP session is opened on the first call.
+Off the hot path unless a policy has a guard: its connection pool (an `HttpTransport` of its
+own) is opened on the first call.
 Greedy decoding (temperature 0) makes the verdict for a given text repeatable. Any failure
 (timeout, connection, HTTP error, an answer of the wrong shape) raises `GuardUnavailable`;
 whether that blocks or allows is the policy's `fail_open` choice, made by the caller.
@@ -13,10 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
+import orjson
 
+from gateway.core.errors import UpstreamError, UpstreamTimeout
 from gateway.safety.operator_regex import compile_regex
 from gateway.safety.policy import GuardSpec
+from gateway.settings import UpstreamSettings
+from gateway.upstream.base import Transport, UpstreamRequest
+from gateway.upstream.http import HttpTransport
+
+GUARD_CONNECTIONS = 100  # guard calls in flight at once, per process
 
 
 class GuardUnavailable(Exception):
@@ -30,20 +37,22 @@ class Verdict:
 
 
 class GuardSessions:
-    """One aiohttp session for every guard of the process, opened when first needed."""
+    """One connection pool for every guard of the process, opened when first needed."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: HttpTransport | None = None
 
-    def get(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
+    async def transport(self) -> Transport:
+        if self._transport is None:
+            transport = HttpTransport(UpstreamSettings(), GUARD_CONNECTIONS)
+            await transport.start()
+            self._transport = transport
+        return self._transport
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
 
 class GuardModel:
@@ -62,9 +71,10 @@ class GuardModel:
         path = "/v1/chat/completions" if spec.kind == "chat" else "/v1/moderations"
         self._url = url.rstrip("/") + path
         api_key = spec.api_key if spec.api_key is not None else default_api_key
-        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
         self._unsafe = compile_regex(spec.unsafe_pattern, case_sensitive=False)
-        self._timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
 
     async def verdict(self, text: str) -> Verdict:
         answer = await self._post(self._request_body(text))
@@ -92,17 +102,21 @@ class GuardModel:
         }
 
     async def _post(self, body: dict[str, Any]) -> Any:
-        session = self._sessions.get()
+        transport = await self._sessions.transport()
+        request = UpstreamRequest(
+            "POST", self._url, orjson.dumps(body), self._headers, timeout_s=self.spec.timeout_s
+        )
         try:
-            async with session.post(
-                self._url, json=body, headers=self._headers, timeout=self._timeout
-            ) as response:
+            response = await transport.send(request)
+            try:
                 if response.status != 200:
                     raise GuardUnavailable(f"HTTP {response.status}")
-                return await response.json(content_type=None)
-        except TimeoutError:
+                return orjson.loads(await response.read())
+            finally:
+                response.release()
+        except UpstreamTimeout:
             raise GuardUnavailable(f"no answer within {self.spec.timeout_s:g}s") from None
-        except (aiohttp.ClientError, ValueError) as error:
+        except (UpstreamError, orjson.JSONDecodeError) as error:
             raise GuardUnavailable(type(error).__name__) from None
 
 

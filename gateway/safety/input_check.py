@@ -1,10 +1,11 @@
 """The input stage: size limits, text rules and the guard model, before the prompt goes out.
 
-The texts of a request are the chat messages' string contents and text parts, or the
-completion prompt(s), or the embedding input(s). Every text is scanned before anything is
-recorded, so a request that is blocked counts as blocked only, and its other rules' redactions
-are never audited as if the request had gone through. Rewrites (redact, mask) change
-`request.body` in place; the caller re-serialises the body when `check` returns True.
+The texts of a request are what its surface's codec reads (`RequestTexts`: the chat
+messages' string contents and text parts, the completion prompt(s) ...). Every text is
+scanned before anything is recorded, so a request that is blocked counts as blocked only,
+and its other rules' redactions are never audited as if the request had gone through.
+Rewrites (redact, mask) change the request body in place; the caller re-serialises the
+body when `check` returns True.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gateway.core.errors import GatewayError
-from gateway.core.request import Endpoint, InferenceRequest
+from gateway.core.errors import BadRequest, ServiceUnavailable
+from gateway.core.request import RequestTexts, TextSlot
 from gateway.safety.guard_model import GuardModel, GuardUnavailable
 from gateway.safety.policy import Action, DetectorName, RuleSpec
 from gateway.safety.rules import REWRITING, Hit, Rule, RuleSet, first_block, redaction, rewrite
@@ -26,75 +26,21 @@ if TYPE_CHECKING:
 
 CONTENT_POLICY_VIOLATION = "content_policy_violation"
 INPUT = "input"
-# The role of a completion prompt or embedding input, for rules limited to some roles.
-PROMPT_ROLE = "user"
 # Between the texts of a request scanned as one: no built-in pattern matches NUL, and "."
 # does not match a newline.
 _SEPARATOR = "\n\x00\n"
 
 
-def policy_violation(message: str, param: str | None) -> GatewayError:
-    return GatewayError(400, message, param=param, code=CONTENT_POLICY_VIOLATION)
+def policy_violation(message: str, param: str | None) -> BadRequest:
+    return BadRequest(message, param, CONTENT_POLICY_VIOLATION)
 
 
-def blocked_by(rule: str, detector: str, where: str) -> GatewayError:
+def blocked_by(rule: str, detector: str, where: str) -> BadRequest:
     return policy_violation(
         f"The request was blocked by the content policy: rule '{rule}' ({detector}) "
         f"matched in {where}.",
         where,
     )
-
-
-@dataclass(slots=True)
-class _Slot:
-    """Where one text of the request lives, so a rewrite can put it back."""
-
-    container: Any  # the dict or list that holds the text
-    key: str | int
-    role: str
-    param: str
-
-    @property
-    def text(self) -> str:
-        text: str = self.container[self.key]
-        return text
-
-    @text.setter
-    def text(self, value: str) -> None:
-        self.container[self.key] = value
-
-
-def _chat_slots(messages: list[dict[str, Any]]) -> list[_Slot]:
-    slots = []
-    for index, message in enumerate(messages):
-        role = message["role"]
-        content = message.get("content")
-        if isinstance(content, str):
-            slots.append(_Slot(message, "content", role, f"messages[{index}].content"))
-        elif isinstance(content, list):
-            for part_index, part in enumerate(content):
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    param = f"messages[{index}].content[{part_index}].text"
-                    slots.append(_Slot(part, "text", role, param))
-    return slots
-
-
-def _prompt_slots(body: dict[str, Any], field: str) -> list[_Slot]:
-    value = body[field]
-    if isinstance(value, str):
-        return [_Slot(body, field, PROMPT_ROLE, field)]
-    if all(isinstance(item, str) for item in value):
-        return [_Slot(value, i, PROMPT_ROLE, f"{field}[{i}]") for i in range(len(value))]
-    raise policy_violation(
-        f"This API key's content policy checks text: send '{field}' as text, not token ids.",
-        field,
-    )
-
-
-def text_slots(request: InferenceRequest) -> list[_Slot]:
-    if request.endpoint is Endpoint.CHAT:
-        return _chat_slots(request.body["messages"])
-    return _prompt_slots(request.body, request.endpoint.input_field)
 
 
 class InputChecker:
@@ -108,14 +54,20 @@ class InputChecker:
         self._guard = guard
         self._by_role: dict[str, RuleSet] = {}
 
-    async def check(self, request: InferenceRequest, runtime: PolicyRuntime) -> bool:
+    async def check(self, texts: RequestTexts, runtime: PolicyRuntime) -> bool:
         """Raise on a block; apply redactions and masks; True when the body changed."""
-        slots = text_slots(request)
+        if texts.unreadable:
+            raise policy_violation(
+                f"This API key's content policy checks text: send '{texts.param}' as text, "
+                "not token ids.",
+                texts.param,
+            )
+        slots = texts.slots
         if self._size_rules:
-            self._check_size(request, slots, runtime)
+            self._check_size(texts, runtime)
         changed = self._apply_rules(slots, runtime) if self._rules else False
         if self._guard is not None:
-            await self._ask_guard(self._guard, slots, runtime)
+            await self._ask_guard(self._guard, texts, runtime)
         return changed
 
     def _rules_for(self, role: str) -> RuleSet:
@@ -127,12 +79,12 @@ class InputChecker:
             rules = self._by_role[role] = shared or RuleSet(applicable)
         return rules
 
-    def _hits(self, slots: list[_Slot]) -> list[tuple[_Slot, list[Hit]]]:
+    def _hits(self, slots: list[TextSlot]) -> list[tuple[TextSlot, list[Hit]]]:
         """Each slot with its hits. The texts under the same rules are scanned as one text,
         joined by a separator no built-in pattern crosses: scanning costs per call, and a
         conversation is many short texts. A hit that crosses a separator anyway (an
         operator's regex) is dropped."""
-        groups: dict[int, tuple[RuleSet, list[_Slot]]] = {}
+        groups: dict[int, tuple[RuleSet, list[TextSlot]]] = {}
         for slot in slots:
             rules = self._rules_for(slot.role)
             groups.setdefault(id(rules), (rules, []))[1].append(slot)
@@ -152,7 +104,7 @@ class InputChecker:
             found += [(members[index], hits) for index, hits in sorted(per_slot.items())]
         return found
 
-    def _apply_rules(self, slots: list[_Slot], runtime: PolicyRuntime) -> bool:
+    def _apply_rules(self, slots: list[TextSlot], runtime: PolicyRuntime) -> bool:
         found = self._hits(slots)
         for slot, hits in found:
             block = first_block(hits)
@@ -171,12 +123,9 @@ class InputChecker:
                 changed = True
         return changed
 
-    def _check_size(
-        self, request: InferenceRequest, slots: list[_Slot], runtime: PolicyRuntime
-    ) -> None:
-        chars = sum(len(slot.text) for slot in slots)
-        chat = request.endpoint is Endpoint.CHAT
-        messages = len(request.body["messages"]) if chat else len(slots)
+    def _check_size(self, texts: RequestTexts, runtime: PolicyRuntime) -> None:
+        chars = sum(len(slot.text) for slot in texts.slots)
+        messages = texts.messages
         for rule in self._size_rules:
             limit = rule.max_prompt_chars
             if limit is not None and chars > limit:
@@ -190,24 +139,22 @@ class InputChecker:
                 raise policy_violation(
                     f"The request was blocked by the content policy: rule '{rule.name}' "
                     f"(size_limits): {excess}.",
-                    request.endpoint.input_field,
+                    texts.param,
                 )
 
     async def _ask_guard(
-        self, guard: GuardModel, slots: list[_Slot], runtime: PolicyRuntime
+        self, guard: GuardModel, texts: RequestTexts, runtime: PolicyRuntime
     ) -> None:
         spec = guard.spec
         try:
-            verdict = await guard.verdict("\n".join(slot.text for slot in slots))
+            verdict = await guard.verdict("\n".join(slot.text for slot in texts.slots))
         except GuardUnavailable as error:
             runtime.record(spec.name, "guard_model", INPUT, "unavailable")
             if spec.fail_open:
                 return
-            raise GatewayError(
-                503,
+            raise ServiceUnavailable(
                 f"The content safety check is unavailable ({error}); try again later.",
-                "server_error",
-                code="safety_check_unavailable",
+                "safety_check_unavailable",
             ) from None
         if not verdict.unsafe:
             return
@@ -217,13 +164,8 @@ class InputChecker:
             raise policy_violation(
                 f"The request was blocked by the content policy: rule '{spec.name}' ({detail}) "
                 "judged the input unsafe.",
-                request_field(slots),
+                texts.param,
             )
-
-
-def request_field(slots: list[_Slot]) -> str | None:
-    """The top-level field the texts came from (messages, prompt, input)."""
-    return slots[0].param.split("[", 1)[0] if slots else None
 
 
 def _replacement(runtime: PolicyRuntime) -> Callable[[Hit, str], str]:

@@ -1,11 +1,9 @@
-"""The output stage: answers scanned as they stream, and whole answers, with the same rules.
+"""The output stage for the OpenAI chunks (chat, completions): answers scanned as they
+stream, and whole answers, with the same rules.
 
-A stream is scanned per choice. Each chunk's text joins what was held back; everything before
-the point where a match could still be growing (`RuleSet.hold_from`) is final: its matches are
-acted on and it is released, while the rest waits for the next chunk or the end of the choice.
-So a term or a card number split across chunks is caught, and what is held back is at most
-one detector window (usually the last word). A few characters of already released raw text
-are kept as context, for word boundaries and look-behinds at the seam.
+A stream is scanned per choice, by a `TextGuard` (gateway/safety/text_guard.py) keyed by the
+choice index: a term or a card number split across chunks is caught, and what is held back is
+at most one detector window (usually the last word).
 
 Events keep their framing: each upstream event leaves as one event, with its text replaced by
 what is released; a block ends the stream with a `content_filter` chunk and `[DONE]`.
@@ -22,50 +20,44 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.safety.masking import MaskVault
-from gateway.safety.policy import Action
-from gateway.safety.rules import Hit, RuleSet, first_block, redaction, rewrite
+from gateway.safety.rules import RuleSet
+from gateway.safety.text_guard import TextGuard
 from gateway.safety.token_events import TokenRun, literal_text, token_event
 
 if TYPE_CHECKING:
     from gateway.safety.runtime import PolicyRuntime
 
-OUTPUT = "output"
 CONTENT_FILTER = "content_filter"
 _EVENT_END = b"\n\n"
 _DONE = b"data: [DONE]"
 _DATA_OBJECT = b"data: {"
-_CONTEXT_CHARS = 16
 _HEAD_FIELDS = ("id", "object", "created", "model")
-
-
-class _ChoiceText:
-    __slots__ = ("context", "finished", "held")
-
-    def __init__(self) -> None:
-        self.held = ""  # received, not yet released
-        self.context = ""  # the raw text released just before `held`
-        self.finished = False
 
 
 class OutputGuard:
     """One request's answer; not shared between requests."""
 
     def __init__(self, rules: RuleSet, vault: MaskVault, runtime: PolicyRuntime) -> None:
-        self._rules = rules
-        self._vault = vault
-        self._runtime = runtime
-        self._choices: dict[int, _ChoiceText] = {}
+        self._text: TextGuard[int] = TextGuard(rules, vault, runtime)  # by choice index
         self._first_event = b""  # its id, object, created and model head the chunks we add
         self._chat = True
-        self.blocked = False
 
-    def process_events(self, events: bytes) -> tuple[bytes, bool]:
-        """Rewrite complete SSE events; True once blocked (the output then ends the stream)."""
+    @property
+    def blocked(self) -> bool:
+        return self._text.blocked
+
+    @property
+    def ended(self) -> bool:
+        """Blocked: what `on_events` returned last ends the stream."""
+        return self._text.blocked
+
+    def on_events(self, events: bytes) -> bytes:
+        """Rewrite complete SSE events; once blocked, the output ends the stream."""
         if self.blocked:
-            return b"", True
+            return b""
         match = token_event(events, 0)
         if match is not None and match.end() == len(events):  # a paced stream's every read
-            return self._release_one(events, match), self.blocked
+            return self._release_one(events, match)
         out: list[bytes] = []
         run: TokenRun | None = None
         at = 0
@@ -95,7 +87,7 @@ class OutputGuard:
             out.append(self._release_run(run, events))
         if self.blocked:
             out.append(self._ending())
-        return b"".join(out), self.blocked
+        return b"".join(out)
 
     def _release_one(self, event: bytes, match: re.Match[bytes]) -> bytes:
         """`_release_run` for a read of a single token event, without the run's bookkeeping."""
@@ -104,11 +96,8 @@ class OutputGuard:
             self._chat = match[2] is not None
         group = 2 if match[2] is not None else 3
         text = literal_text(match[group])
-        state = self._choice_state(int(match[1]))
-        if not (text or state.held):
-            return event
-        released, block = self._feed(state, text, final=False)
-        if block is not None:
+        released, blocked = self._text.feed(int(match[1]), text)
+        if blocked:
             return self._blocked_event(event, released) + self._ending()
         if released == text:
             return event
@@ -125,7 +114,7 @@ class OutputGuard:
         self._block(chunk["choices"], 0, released)
         return b"data: " + orjson.dumps(chunk) + _EVENT_END
 
-    def process_whole(self, body: bytes) -> bytes:
+    def on_whole(self, body: bytes) -> bytes:
         """A non-streamed answer: a blocked choice keeps its text up to the match and gets
         `finish_reason: content_filter`; the other choices are rewritten independently."""
         try:
@@ -136,14 +125,14 @@ class OutputGuard:
         if not choices:
             return body
         changed = False
-        for choice in choices:
+        for position, choice in enumerate(choices):
             text = _choice_text(choice)
             if not text:
                 continue
-            released, block = self._feed(_ChoiceText(), text, final=True)
-            if block is not None:
+            released, blocked = self._text.feed(position, text, final=True)
+            if blocked:
                 choice["finish_reason"] = CONTENT_FILTER
-            if block is not None or released != text:
+            if blocked or released != text:
                 _set_choice_text(choice, released)
                 changed = True
         return orjson.dumps(document) if changed else body
@@ -153,14 +142,13 @@ class OutputGuard:
         if not self._first_event:
             self._first_event = run.first_event(events)
             self._chat = run.chat
-        state = self._choice_state(run.index)
-        held = len(state.held)
+        prior = self._text.held(run.index)
+        held = len(prior)
         text, ends = run.texts(events)
         if not (text or held):
             return events[run.start : run.end]
-        prior = state.held
-        released, block = self._feed(state, text, final=False)
-        if block is not None:  # the run arrived at once: its first event carries the safe text
+        released, blocked = self._text.feed(run.index, text)
+        if blocked:  # the run arrived at once: its first event carries the safe text
             return self._blocked_event(events[run.start :], released)
         if (prior + text).startswith(released):
             return run.released(events, ends, held, released)
@@ -189,26 +177,16 @@ class OutputGuard:
         self._chat = "delta" in choices[0]
         changed = False
         for position, choice in enumerate(choices):
-            state = self._choice_state(choice.get("index", 0))
             text = _choice_text(choice) or ""
             finished = choice.get("finish_reason") is not None
-            if not (text or finished or state.held):
-                continue
-            released, block = self._feed(state, text, finished)
-            if block is not None:
+            released, blocked = self._text.feed(choice.get("index", 0), text, finished)
+            if blocked:
                 self._block(choices, position, released)
                 return True
             if released != text:
                 _set_choice_text(choice, released)
                 changed = True
-            state.finished = finished
         return changed
-
-    def _choice_state(self, index: int) -> _ChoiceText:
-        state = self._choices.get(index)
-        if state is None:
-            state = self._choices[index] = _ChoiceText()
-        return state
 
     def _block(self, choices: list[dict[str, Any]], position: int, released: str) -> None:
         """The blocked choice keeps its safe text; the choices after it must not get through
@@ -217,64 +195,18 @@ class OutputGuard:
         _set_choice_text(choice, released)
         choice["finish_reason"] = None
         del choices[position + 1 :]
-        self.blocked = True
-
-    def _feed(self, state: _ChoiceText, new: str, final: bool) -> tuple[str, Hit | None]:
-        """Add `new` to the choice; return the text released now and the blocking hit if any."""
-        context = state.context
-        text = context + state.held + new
-        base = len(context)
-        rules = self._rules
-        end = len(text) if final else rules.hold_from(text, base)
-        hits = rules.hits(text, base) if rules else None
-        if hits:
-            hits = [hit for hit in hits if hit.start < end]
-        if hits:
-            block = first_block(hits)
-            if block is not None:
-                return self._blocked_text(text, base, hits, block), block
-            for hit in hits:
-                end = max(end, hit.end)
-                rule = hit.rule
-                self._runtime.record(rule.name, rule.detector_name, OUTPUT, rule.action)
-            released = rewrite(text, base, end, hits, redaction)
-        else:
-            released = text[base:end]
-        state.held = text[end:]
-        state.context = text[end - _CONTEXT_CHARS : end] if end > _CONTEXT_CHARS else text[:end]
-        return self._vault.restore(released), None
-
-    def _blocked_text(self, text: str, base: int, hits: list[Hit], block: Hit) -> str:
-        """The safe text before the blocking match; a rewrite straddling its start is cut."""
-        stop = block.start
-        for hit in hits:
-            if hit.start < stop < hit.end:
-                stop = hit.start
-        rule = block.rule
-        self._runtime.record(rule.name, rule.detector_name, OUTPUT, Action.BLOCK)
-        return self._vault.restore(rewrite(text, base, stop, hits, redaction))
 
     def _flush(self) -> bytes:
         """At [DONE]: an event with what choices that never finished still hold (or b"")."""
-        choices = []
-        for index, state in sorted(self._choices.items()):
-            if state.finished or not state.held:
-                continue
-            released, block = self._feed(state, "", final=True)
-            choices.append(self._choice(index, released, None))
-            if block is not None:
-                self.blocked = True
-                break
+        choices = [
+            self._choice(index, released, None) for index, released in self._text.flush().items()
+        ]
         if not choices:
             return b""
         return b"data: " + orjson.dumps({**self._head(), "choices": choices}) + _EVENT_END
 
     def _closing_chunk(self) -> bytes:
-        choices = [
-            self._choice(index, "", CONTENT_FILTER)
-            for index, state in sorted(self._choices.items())
-            if not state.finished
-        ]
+        choices = [self._choice(index, "", CONTENT_FILTER) for index in self._text.unfinished()]
         return b"data: " + orjson.dumps({**self._head(), "choices": choices}) + _EVENT_END
 
     def _head(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from gateway.redis_client import redis_client
 from gateway.safety.policy import PolicySpec
-from gateway.sqlite import SqliteFile
+from gateway.sqlite import BUSY_TIMEOUT_S, SqliteFile, sqlite_file
 from gateway.store_health import StoreHealth, guarded
 
 logger = logging.getLogger(__name__)
@@ -88,9 +88,11 @@ CREATE TABLE IF NOT EXISTS safety_policies (
 class SqlitePolicyStore:
     """A table in the gateway's SQLite file; admin writes only, so calls stay synchronous."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path | SqliteFile, busy_timeout_s: float = BUSY_TIMEOUT_S, budget_s: float = 1.0
+    ) -> None:
         self.health = StoreHealth("safety_policies", budget_s)
-        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
+        self._file = sqlite_file(path, busy_timeout_s, SCHEMA)
 
     async def load_all(self) -> list[StoredPolicy]:
         rows = self._file.read("SELECT name, doc FROM safety_policies ORDER BY name")
@@ -123,7 +125,8 @@ class SqlitePolicyStore:
 
 @guarded
 class RedisPolicyStore:
-    """One hash, ``{prefix}safety-policies``: policy name -> JSON document."""
+    """One hash, ``{prefix}safety-policies``: policy name -> JSON document. One key, so it
+    works alike on one server, under Sentinel and on a Cluster."""
 
     def __init__(
         self, url: str, prefix: str, timeout_s: float = 0.5, budget_s: float = 1.0

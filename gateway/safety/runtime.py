@@ -7,7 +7,7 @@ and records each (rule, direction, action) once per request for metrics and audi
 
 from __future__ import annotations
 
-from gateway.core.request import InferenceRequest
+from gateway.core.request import RequestTexts
 from gateway.safety.events import SafetyEvent, SafetyEvents
 from gateway.safety.guard_model import GuardModel
 from gateway.safety.input_check import InputChecker
@@ -16,6 +16,7 @@ from gateway.safety.output_guard import OutputGuard
 from gateway.safety.policy import DetectorName, Direction, PolicySpec
 from gateway.safety.registry import compile_rule
 from gateway.safety.rules import RuleSet
+from gateway.safety.text_guard import TextGuard, TextKey
 
 
 class CompiledPolicy:
@@ -60,20 +61,32 @@ class PolicyRuntime:
         self._events = events
         self._recorded: set[tuple[str, str, str]] = set()
 
-    async def check_input(self, request: InferenceRequest) -> bool:
+    async def check_input(self, texts: RequestTexts) -> bool:
         """Raise GatewayError (400 content_policy_violation) on a block, or 503 when a
-        fail-closed guard model cannot answer; True when `request.body` was rewritten."""
+        fail-closed guard model cannot answer; True when the request body was rewritten."""
         checker = self.policy.input
         if checker is None:
             return False
-        return await checker.check(request, self)
+        return await checker.check(texts, self)
 
     def output_guard(self) -> OutputGuard | None:
         """None when the answer needs nothing: no output rules and nothing masked."""
+        rules = self._output_rules()
+        return None if rules is None else OutputGuard(rules, self.vault, self)
+
+    def text_guard(self) -> TextGuard[TextKey] | None:
+        """The same rules for another surface's texts (gateway/safety/text_guard.py); None
+        when the answer needs nothing, as for `output_guard`."""
+        rules = self._output_rules()
+        return None if rules is None else TextGuard(rules, self.vault, self)
+
+    def _output_rules(self) -> RuleSet | None:
+        """The output rules, holding back half-written placeholders when the input was masked;
+        None when there are none and nothing was masked."""
         if self.vault:
-            return OutputGuard(self.policy.output_rules_restoring, self.vault, self)
+            return self.policy.output_rules_restoring
         if self.policy.output_rules:
-            return OutputGuard(self.policy.output_rules, self.vault, self)
+            return self.policy.output_rules
         return None
 
     def record(self, rule: str, detector: str, direction: str, action: str) -> None:

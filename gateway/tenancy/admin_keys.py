@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from gateway.tenancy.auth import unauthorized
+from gateway.core.errors import AuthenticationError
 
 ADMIN_ID_HEX_CHARS = 12
 
@@ -27,16 +27,18 @@ class AdminAuth:
     def identify(self, presented: str | None) -> str:
         """The admin key id of `presented` (the bearer token), or 401."""
         if not self._digests:
-            raise unauthorized(
+            raise AuthenticationError(
                 "Admin API keys are not configured: set VLLM_GATEWAY_ADMIN__KEYS or "
                 "admin.keys_file to use the admin API."
             )
         if not presented:
-            raise unauthorized("Missing admin key: send 'Authorization: Bearer <admin key>'.")
+            raise AuthenticationError(
+                "Missing admin key: send 'Authorization: Bearer <admin key>'."
+            )
         digest = hashlib.sha256(presented.encode()).digest()
         matched = False
         for configured in self._digests:
             matched |= hmac.compare_digest(digest, configured)
         if not matched:
-            raise unauthorized("Invalid admin key.")
+            raise AuthenticationError("Invalid admin key.")
         return admin_key_id(presented)

@@ -15,7 +15,8 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from gateway.core.errors import GatewayError, StoreUnavailable
+from gateway.core.asgi import Scope, header
+from gateway.core.errors import AuthenticationError, StoreUnavailable
 from gateway.observability import metrics
 from gateway.tenancy.models import ApiKey, ModelRoute, Tenant
 from gateway.tenancy.secrets import KEY_PREFIX, KeyHasher
@@ -44,26 +45,36 @@ class Principal:
         return cls(key, tenant, models)
 
 
-def unauthorized(message: str) -> GatewayError:
-    return GatewayError(
-        401,
-        message,
-        "invalid_request_error",
-        None,
-        "invalid_api_key",
-        headers={"www-authenticate": "Bearer"},
-    )
-
-
-def invalid_key() -> GatewayError:
+def invalid_key() -> AuthenticationError:
     """One message for every rejected key, so the answer does not tell whether a key exists."""
-    return unauthorized(
+    return AuthenticationError(
         "Invalid API key: it is unknown, expired, revoked, or its tenant is disabled."
     )
 
 
-def missing_key() -> GatewayError:
-    return unauthorized("Missing API key: send it as the header 'Authorization: Bearer sk-...'.")
+def missing_key() -> AuthenticationError:
+    return AuthenticationError(
+        "Missing API key: send it as the header 'Authorization: Bearer sk-...' "
+        "or 'x-api-key: sk-...'."
+    )
+
+
+def presented_key(scope: Scope) -> str:
+    """The API key a request presents: `Authorization: Bearer sk-...` (OpenAI's clients) or
+    `x-api-key: sk-...` (Anthropic's); the bearer token wins when both are sent. 401 when
+    neither carries one."""
+    authorization = header(scope, b"authorization")
+    if authorization and authorization[:7].lower() == _BEARER:
+        return authorization[7:].strip().decode(errors="replace")
+    api_key = header(scope, b"x-api-key")
+    if api_key:
+        return api_key.strip().decode(errors="replace")
+    if authorization:
+        raise AuthenticationError(
+            "The Authorization header is not a bearer token: send the key as "
+            "'Authorization: Bearer sk-...' or 'x-api-key: sk-...'."
+        )
+    raise missing_key()
 
 
 class KeyAuthenticator:
@@ -88,12 +99,8 @@ class KeyAuthenticator:
         self._last_used: dict[str, float] = {}
         self._revalidation: asyncio.Task[None] | None = None
 
-    async def authenticate(self, authorization: bytes | None) -> Principal:
-        if not authorization:
-            raise missing_key()
-        if authorization[:7].lower() != _BEARER:
-            raise unauthorized("The Authorization header must be 'Bearer sk-...'.")
-        presented = authorization[7:].strip().decode(errors="replace")
+    async def authenticate(self, presented: str) -> Principal:
+        """The principal of a presented key (`presented_key`); 401 for any key not usable."""
         digest = self._hasher.hash(presented)
         principal = await self._lookup(digest, presented)
         wall_now = time.time()
@@ -162,6 +169,11 @@ class KeyAuthenticator:
         if self._last_used:
             batch, self._last_used = self._last_used, {}
             await self._store.touch_keys(batch)
+
+    async def close(self) -> None:
+        """Flush the last-used times of the last interval (best effort, as in the loop)."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.flush_last_used()
 
     async def run_background(self, flush_interval_s: float = 5.0) -> None:
         """Follow invalidations and flush last-used times until cancelled."""

@@ -17,11 +17,22 @@ Redis without seeing each other's records:
 Every write that checks before it changes (unique names, existing tenant, hash index) is one
 Lua script, hence atomic between instances without retries; deleting a tenant rewrites its
 keys' documents in Python under WATCH/MULTI instead, for the same reason `last_used_at` lives
-apart. The scripts compute the keys of old index entries from the stored document, which a
-single Redis allows and Redis Cluster would not: Cluster is not supported.
+apart. The scripts compute the keys of old index entries from the stored document.
 
-Every call has a socket timeout and at most one immediate retry (a pooled connection may have
-gone stale), so a slow or unreachable Redis fails a request quickly instead of hanging it.
+On a Redis Cluster every one of these keys carries the hash tag ``{keys}`` after the prefix
+(``vgw:{keys}:tenant:<id>`` ...), so they all live in one slot: each script and transaction
+touches one slot, as Cluster requires, and the scripts may still name keys they read from a
+document. The store is small and read through the authenticator's cache, so one shard serves
+it; the limiter, which is on every request's path, spreads over the shards by tenant. On one
+server and under Sentinel the layout is the one above, unchanged.
+
+Invalidations go out on the channel ``invalidate`` under the same prefix: PUBLISH, or on a
+Cluster sharded pub/sub (SPUBLISH, SSUBSCRIBE on the primary serving the channel's slot),
+which stays within that slot's shard instead of crossing every node of the cluster bus.
+
+Every call has a socket timeout, and transient states are retried within the store's budget
+(`gateway.redis_client`, `gateway.store_health`), so a slow or unreachable Redis fails a
+request quickly instead of hanging it.
 """
 
 from __future__ import annotations
@@ -33,10 +44,12 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio.client import Pipeline, PubSub
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.redis_client import redis_client
+from gateway.redis_client import keyspace, parse_redis_url, pinned_client, redis_client
 from gateway.store_health import StoreHealth, guarded
 from gateway.tenancy.models import (
     ApiKey,
@@ -194,7 +207,7 @@ return 'ok'
 
 @guarded
 class RedisStore:
-    """The `Store` on one Redis server (not Cluster), shared by every gateway instance."""
+    """The `Store` on Redis (one server, Sentinel or Cluster), shared by every instance."""
 
     def __init__(
         self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5, budget_s: float = 1.0
@@ -202,6 +215,7 @@ class RedisStore:
         self.health = StoreHealth("keys", budget_s)
         self._url = url
         self._prefix = prefix
+        self._keyspace = keyspace(parse_redis_url(url), prefix, "keys")
         self._timeout_s = timeout_s
         # Decodes nothing: its replies are bytes, which redis-py types `bytes | str` (the casts).
         self._redis = redis_client(url, timeout_s)
@@ -213,6 +227,10 @@ class RedisStore:
         self._append_audit = self._redis.register_script(APPEND_AUDIT)
 
     @property
+    def url(self) -> str:
+        return self._url
+
+    @property
     def prefix(self) -> str:
         return self._prefix
 
@@ -222,7 +240,7 @@ class RedisStore:
         return f"{self._prefix}invalidation-listener"
 
     def _key(self, *parts: str) -> str:
-        return self._prefix + ":".join(parts)
+        return self._keyspace + ":".join(parts)
 
     async def create_tenant(self, tenant: Tenant) -> None:
         outcome = await self._create_tenant(
@@ -268,7 +286,7 @@ class RedisStore:
         tenant_record = self._key("tenant", tenant_id)
         tenant_keys = self._key("tenant-keys", tenant_id)
 
-        async def revoke_keys_and_delete(pipe: Pipeline) -> None:
+        async def revoke_keys_and_delete(pipe: Pipeline | ClusterPipeline) -> None:
             document = await pipe.get(tenant_record)
             if document is None:
                 raise NotFound(f"no tenant {tenant_id!r}")
@@ -289,7 +307,12 @@ class RedisStore:
             pipe.delete(tenant_record, self._key("tenant-name", name))
             pipe.zrem(self._key("tenants"), tenant_id)
 
-        await self._redis.transaction(revoke_keys_and_delete, tenant_record, tenant_keys)
+        # redis-py types RedisCluster.transaction's `func` as a coroutine; it is a function
+        await self._redis.transaction(
+            revoke_keys_and_delete,  # type: ignore[arg-type]
+            tenant_record,
+            tenant_keys,
+        )
 
     async def create_key(self, key: ApiKey) -> None:
         outcome = await self._create_key(
@@ -410,37 +433,53 @@ class RedisStore:
         return entries[skipped : skipped + limit]
 
     async def publish_invalidation(self) -> None:
-        await self._redis.publish(self._key("invalidate"), b"")
+        channel = self._key("invalidate")
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.spublish(channel, b"")
+        else:
+            await self._redis.publish(channel, b"")
 
     async def listen_invalidations(self, handler: InvalidationHandler) -> None:
         """Call `handler` per published invalidation, and once after every re-subscription.
 
-        The listener has a client of its own without retries: redis-py would otherwise
-        reconnect and re-subscribe silently, and the invalidations published while the
-        connection was down would be lost without the handler hearing of it.
+        The listener has a connection of its own without retries, to the server that serves
+        the channel (on a Cluster: its slot's primary, found again on every subscription):
+        redis-py would otherwise reconnect and re-subscribe silently, and the invalidations
+        published while the connection was down would be lost without the handler hearing of
+        it.
         """
-        listener = redis_client(
-            self._url, self._timeout_s, retries=0, client_name=self.listener_name
-        )
+        channel = self._key("invalidate")
+        sharded = parse_redis_url(self._url).is_cluster
         subscribed_before = False
         failing = False
-        try:
-            while True:
+        while True:
+            try:
+                listener = await pinned_client(
+                    self._url, channel, self._timeout_s, self.listener_name
+                )
                 try:
                     async with listener.pubsub(ignore_subscribe_messages=True) as pubsub:
-                        await pubsub.subscribe(self._key("invalidate"))
+                        if sharded:
+                            await pubsub.ssubscribe(channel)
+                        else:
+                            await pubsub.subscribe(channel)
                         failing = False
                         if subscribed_before:
                             await notify(handler)
                         subscribed_before = True
                         await _relay_messages(pubsub, handler)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                    if not failing:
-                        logger.warning("invalidation channel lost, re-subscribing: %s", error)
-                    failing = True
-                    await asyncio.sleep(RECONNECT_DELAY_S)
-        finally:
-            await listener.aclose()
+                finally:
+                    await listener.aclose()
+            except (
+                RedisConnectionError,
+                RedisTimeoutError,
+                RedisClusterException,
+                OSError,
+            ) as error:
+                if not failing:
+                    logger.warning("invalidation channel lost, re-subscribing: %s", error)
+                failing = True
+                await asyncio.sleep(RECONNECT_DELAY_S)
 
     async def ping(self) -> None:
         await self._redis.ping()
@@ -450,10 +489,13 @@ class RedisStore:
 
 
 async def _relay_messages(pubsub: PubSub, handler: InvalidationHandler) -> None:
-    """Call `handler` per message; raise ConnectionError when a PING goes unanswered."""
+    """Call `handler` per message; raise ConnectionError when a PING goes unanswered, or when
+    the server unsubscribed us (a Cluster does when the channel's slot moves)."""
     ping_unanswered = False
     while True:
         message = await pubsub.get_message(timeout=LISTENER_PING_INTERVAL_S)
+        if not pubsub.subscribed:
+            raise RedisConnectionError("the server ended the invalidation subscription")
         if message is None:
             if ping_unanswered:
                 raise RedisConnectionError("the invalidation channel did not answer PING")
@@ -461,7 +503,7 @@ async def _relay_messages(pubsub: PubSub, handler: InvalidationHandler) -> None:
             ping_unanswered = True
             continue
         ping_unanswered = False
-        if message["type"] == "message":
+        if message["type"] in ("message", "smessage"):
             await notify(handler)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.sqlite import SqliteFile
+from gateway.sqlite import BUSY_TIMEOUT_S, SqliteFile, sqlite_file
 from gateway.store_health import StoreHealth, guarded
 from gateway.tenancy.models import (
     ApiKey,
@@ -95,15 +95,16 @@ ADVANCE_LAST_USED = (
 class SqliteStore:
     """The `Store` in one SQLite file, shared by the workers of one host."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path | SqliteFile, busy_timeout_s: float = BUSY_TIMEOUT_S, budget_s: float = 1.0
+    ) -> None:
         self.health = StoreHealth("keys", budget_s)
-        self._path = path
         self._local_handlers: list[InvalidationHandler] = []
-        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
+        self._file = sqlite_file(path, busy_timeout_s, SCHEMA)
 
     @property
     def path(self) -> Path:
-        return self._path
+        return self._file.path
 
     async def create_tenant(self, tenant: Tenant) -> None:
         try:

@@ -1,4 +1,13 @@
-"""What a ledger store does: apply batches of counts exactly once, and read counts back."""
+"""What a ledger store does: keep each request's record once, its daily rows beside, and read
+them back.
+
+A store (SQLite, Redis; a relational database fits the same contract) holds the records keyed
+by `record_id` and the daily rows per (day, tenant, key, model). `write` adds a record and its
+counts to its row in one atomic step, and only if the record is not there yet: a write whose
+answer was lost (a timeout, a dropped connection) may or may not have been applied, and the
+ledger writes it again; a log replayed after a crash holds records already stored. Either way
+nothing is counted twice.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +16,7 @@ from typing import Protocol
 
 from gateway.store_health import StoreHealth
 from gateway.usage.counts import UsageCounts, UsageKey
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Counts to add, numbered per writer so that a retried batch is applied only once.
-
-    A write whose answer is lost (a timeout, a dropped connection) may or may not have been
-    applied. The store keeps, per writer, the highest sequence number it applied, in the same
-    atomic step as the counts, and skips batches at or below it: retrying is always safe.
-    """
-
-    writer_id: str
-    sequence: int
-    counts: dict[UsageKey, UsageCounts]
+from gateway.usage.records import UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +39,30 @@ class UsageFilter:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """One tenant's records; days are YYYY-MM-DD, both inclusive, None: unbounded."""
+
+    tenant_id: str
+    first_day: str | None = None
+    last_day: str | None = None
+
+
 class UsageBackend(Protocol):
     health: StoreHealth
 
-    async def write(self, batches: list[Batch]) -> None:
-        """Apply `batches` in order, in one round trip or transaction; raise on failure."""
+    async def write(self, records: list[UsageRecord]) -> None:
+        """Store the records it does not hold yet, each with its counts added to its daily row
+        in the same atomic step, in one round trip or transaction; raise on failure (some may
+        have been stored: writing them all again is safe)."""
         ...
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
-        """The stored rows that match; StoreUnavailable when the store cannot answer."""
+        """The daily rows that match; StoreUnavailable when the store cannot answer."""
+        ...
+
+    async def read_records(self, record_filter: RecordFilter) -> list[UsageRecord]:
+        """The tenant's records in the days asked for, in no particular order."""
         ...
 
     async def ping(self) -> None:

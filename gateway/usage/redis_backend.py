@@ -2,17 +2,18 @@
 
 Layout under the store's prefix (default "vgw:"):
 
+- ``usage-records:{day}:{tenant}``: a hash of the tenant's records of the day, record id ->
+  the record as JSON. Its HSETNX is what makes a record count once.
 - ``usage:{day}:["tenant","key","model"]``: a hash of the counters (HINCRBY), one per row.
 - ``usage-days``: sorted set of the days that have rows, scored by ordinal, for date ranges.
 - ``usage-tenants:{day}`` and ``usage-entries:{day}:{tenant}``: sets naming the day's tenants
   and each tenant's ``["key","model"]`` pairs, so a query reads the rows it returns without
   SCAN, and a tenant's query reads only that tenant's.
-- ``usage-applied:{writer}``: the highest batch sequence applied for one ledger instance.
 
-A flush is one pipeline of EVALs, one per batch (batches are cut small, so no script blocks
-Redis for long): each script checks the writer's applied sequence, adds the counts, updates
-the indexes and moves the sequence, atomically. A retried batch is therefore skipped if its
-first attempt was applied, so a lost reply never counts twice. Rows never expire.
+A write is one pipeline of EVALs, one per BATCH_RECORDS records (so no script blocks Redis for
+long): each script stores the records that are not there yet (HSETNX) and adds those, and only
+those, to their rows and indexes, atomically. A write sent again after a lost reply, or a
+record replayed from a log, is therefore not counted twice. Nothing expires (yet).
 
 The script writes keys named in its JSON argument rather than declared in KEYS, which a
 single Redis allows and Redis Cluster would not: as for the key store, Cluster is not
@@ -29,38 +30,47 @@ import orjson
 
 from gateway.redis_client import redis_client
 from gateway.store_health import StoreHealth, guarded
-from gateway.usage.backend import Batch, UsageFilter
+from gateway.usage.backend import RecordFilter, UsageFilter
 from gateway.usage.counts import COUNTER_FIELDS, UsageCounts, UsageKey
+from gateway.usage.records import UsageRecord
 
-# Long enough for any retry of a batch to come back, short enough that the per-instance
-# markers of restarted processes do not pile up.
-APPLIED_TTL_S = 7 * 86400
 READ_PIPELINE_COMMANDS = 1000
+# Records per script: at most about 4 ms inside Redis (each record a row of its own; far less
+# with the few rows of real traffic), short enough not to stall the limiter's calls.
+BATCH_RECORDS = 200
 
-APPLY_BATCH = """
--- KEYS[1]: the writer's applied sequence; KEYS[2]: the days index
--- ARGV[1]: batch sequence; ARGV[2]: applied sequence TTL (s); ARGV[3]: the batch as JSON,
---   {counters: [name], days: [[day, ordinal]], tenants: [[tenants set, tenant]],
---    rows: [[counters hash, entries set, entry, counter values...]]}
-if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
-  return 0
+STORE_RECORDS = """
+-- KEYS[1]: the days index
+-- ARGV[1]: JSON, {counters: [name],
+--   rows: [[records hash, counters hash, entries set, entry, tenants set, tenant, day, ordinal]],
+--   records: [[row number, counter values...]]}
+-- ARGV[2 + 2i], ARGV[3 + 2i]: record i's id and JSON (apart: not parsed here)
+local batch = cjson.decode(ARGV[1])
+local counters = #batch.counters
+local added = {}
+for i, record in ipairs(batch.records) do
+  local row = record[1]
+  if redis.call('HSETNX', batch.rows[row][1], ARGV[2 * i], ARGV[2 * i + 1]) == 1 then
+    local sums = added[row]
+    if not sums then
+      sums = {}
+      for c = 1, counters do sums[c] = 0 end
+      added[row] = sums
+    end
+    for c = 1, counters do sums[c] = sums[c] + record[1 + c] end
+  end
 end
-local batch = cjson.decode(ARGV[3])
-for _, day in ipairs(batch.days) do
-  redis.call('ZADD', KEYS[2], day[2], day[1])
-end
-for _, tenant in ipairs(batch.tenants) do
-  redis.call('SADD', tenant[1], tenant[2])
-end
-for _, row in ipairs(batch.rows) do
-  redis.call('SADD', row[2], row[3])
+for row, sums in pairs(added) do
+  local names = batch.rows[row]
+  redis.call('ZADD', KEYS[1], names[8], names[7])
+  redis.call('SADD', names[5], names[6])
+  redis.call('SADD', names[3], names[4])
   for c, name in ipairs(batch.counters) do
-    if row[3 + c] ~= 0 then
-      redis.call('HINCRBY', row[1], name, row[3 + c])
+    if sums[c] ~= 0 then
+      redis.call('HINCRBY', names[2], name, sums[c])
     end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
@@ -72,7 +82,7 @@ class RedisUsageBackend:
     ) -> None:
         self.health = StoreHealth("usage", budget_s)
         self._prefix = prefix
-        # Retries are safe for writes too: batches are idempotent.
+        # Retries are safe for writes too: records are stored once.
         self._redis = redis_client(url, timeout_s, decode_responses=True)
 
     def _key(self, *parts: str) -> str:
@@ -81,49 +91,45 @@ class RedisUsageBackend:
     def _row_key(self, key: UsageKey) -> str:
         return self._key("usage", key.day, _json([key.tenant_id, key.key_id, key.model]))
 
-    async def write(self, batches: list[Batch]) -> None:
+    async def write(self, records: list[UsageRecord]) -> None:
         days_key = self._key("usage-days")
         async with self._redis.pipeline(transaction=False) as pipe:
-            for batch in batches:
-                applied_key = self._key("usage-applied", batch.writer_id)
-                args = (batch.sequence, APPLIED_TTL_S, self._batch_json(batch))
-                pipe.eval(APPLY_BATCH, 2, applied_key, days_key, *args)
+            for start in range(0, len(records), BATCH_RECORDS):
+                batch = records[start : start + BATCH_RECORDS]
+                pipe.eval(STORE_RECORDS, 1, days_key, *self._arguments(batch))
             await pipe.execute()
 
-    def _batch_json(self, batch: Batch) -> bytes:
-        """The batch as one JSON argument: a few arguments for redis-py to pack instead of
-        ten per row, which keeps a large flush from holding the event loop."""
-        days: dict[str, int] = {}
-        tenants: dict[tuple[str, str], list[str]] = {}
-        rows = []
-        for key, counts in batch.counts.items():
-            if key.day not in days:
-                days[key.day] = date.fromisoformat(key.day).toordinal()
-            if (key.day, key.tenant_id) not in tenants:
-                tenant_set = self._key("usage-tenants", key.day)
-                tenants[key.day, key.tenant_id] = [tenant_set, key.tenant_id]
-            entries_set = self._key("usage-entries", key.day, key.tenant_id)
-            entry = _json([key.key_id, key.model])
-            rows.append([self._row_key(key), entries_set, entry, *counts.values()])
-        return orjson.dumps(
-            {
-                "counters": COUNTER_FIELDS,
-                "days": list(days.items()),
-                "tenants": list(tenants.values()),
-                "rows": rows,
-            }
-        )
+    def _arguments(self, records: Sequence[UsageRecord]) -> list[bytes | str]:
+        """The script's arguments: the rows and counts as one JSON, then each record's id and
+        JSON (which the script stores as they are)."""
+        row_numbers: dict[UsageKey, int] = {}
+        rows: list[list[Any]] = []
+        counts = []
+        stored: list[bytes | str] = []
+        for record in records:
+            key = record.usage_key()
+            row = row_numbers.get(key)
+            if row is None:
+                row = row_numbers[key] = len(rows) + 1  # Lua counts from 1
+                rows.append(
+                    [
+                        self._key("usage-records", key.day, key.tenant_id),
+                        self._row_key(key),
+                        self._key("usage-entries", key.day, key.tenant_id),
+                        _json([key.key_id, key.model]),
+                        self._key("usage-tenants", key.day),
+                        key.tenant_id,
+                        key.day,
+                        date.fromisoformat(key.day).toordinal(),
+                    ]
+                )
+            counts.append([row, *record.counts().values()])
+            stored += (record.record_id, record.to_json())
+        batch = {"counters": COUNTER_FIELDS, "rows": rows, "records": counts}
+        return [orjson.dumps(batch), *stored]
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
-        first, last = usage_filter.first_day, usage_filter.last_day
-        days = cast(  # the client decodes its replies (redis-py types them `bytes | str`)
-            list[str],
-            await self._redis.zrangebyscore(
-                self._key("usage-days"),
-                date.fromisoformat(first).toordinal() if first else "-inf",
-                date.fromisoformat(last).toordinal() if last else "+inf",
-            ),
-        )
+        days = await self._days(usage_filter.first_day, usage_filter.last_day)
         if usage_filter.tenant_id is not None:
             day_tenants = [(day, usage_filter.tenant_id) for day in days]
         else:
@@ -149,6 +155,25 @@ class RedisUsageBackend:
             (key, UsageCounts(**{name: int(value) for name, value in counters.items()}))
             for key, counters in zip(keys, hashes, strict=True)
         ]
+
+    async def read_records(self, record_filter: RecordFilter) -> list[UsageRecord]:
+        days = await self._days(record_filter.first_day, record_filter.last_day)
+        tenant = record_filter.tenant_id
+        hashes = await self._pipelined(
+            "hvals", [self._key("usage-records", day, tenant) for day in days]
+        )
+        return [UsageRecord.from_json(value) for values in hashes for value in values]
+
+    async def _days(self, first: str | None, last: str | None) -> list[str]:
+        """The days that have rows, from `first` to `last` (both inclusive, None: open)."""
+        return cast(  # the client decodes its replies (redis-py types them `bytes | str`)
+            list[str],
+            await self._redis.zrangebyscore(
+                self._key("usage-days"),
+                date.fromisoformat(first).toordinal() if first else "-inf",
+                date.fromisoformat(last).toordinal() if last else "+inf",
+            ),
+        )
 
     async def _pipelined(self, command: str, keys: Sequence[str]) -> list[Any]:
         """`command` on each key, READ_PIPELINE_COMMANDS per round trip."""

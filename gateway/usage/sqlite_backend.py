@@ -1,25 +1,23 @@
 """The ledger in the embedded SQLite file, beside the key store, in tables of its own.
 
-A flush is one transaction: an UPSERT per row, and the writer's applied batch sequence, so a
-retried batch is skipped exactly as in Redis. The calls run in a worker thread: a write may
-wait up to `busy_timeout_s` for another process's write lock, and the event loop must not.
+`usage_records` holds one row per request, keyed by its record id; `usage_daily` the counts per
+(day, tenant, key, model). A write is one transaction: each record is inserted unless its id is
+there already, and only the inserted ones are added to the daily rows, so a record written
+twice counts once. The calls run in a worker thread: a write may wait up to `busy_timeout_s`
+for another process's write lock, and the event loop must not.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
 from pathlib import Path
+from typing import Any
 
-from gateway.sqlite import SqliteFile
+from gateway.sqlite import BUSY_TIMEOUT_S, SqliteFile, sqlite_file
 from gateway.store_health import StoreHealth, guarded
-from gateway.usage.backend import Batch, UsageFilter
+from gateway.usage.backend import RecordFilter, UsageFilter
 from gateway.usage.counts import COUNTER_FIELDS, UsageCounts, UsageKey
-
-# A writer's applied sequence is only needed while it may retry; rows of writers silent this
-# long are dropped (one per process start, so few in any case).
-WRITER_RETENTION_S = 7 * 86400
+from gateway.usage.records import RECORD_FIELDS, UsageRecord, daily_rows
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -36,48 +34,66 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     PRIMARY KEY (day, tenant_id, key_id, model)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_daily_by_tenant ON usage_daily (tenant_id, day);
-CREATE TABLE IF NOT EXISTS usage_writers (
-    writer_id TEXT PRIMARY KEY,
-    applied_sequence INTEGER NOT NULL,
-    updated_at REAL NOT NULL
+CREATE TABLE IF NOT EXISTS usage_records (
+    record_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    tenant_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    upstream_model TEXT,
+    replica TEXT,
+    stream INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_ms REAL,
+    ttft_ms REAL,
+    estimated INTEGER NOT NULL,
+    aborted INTEGER NOT NULL,
+    day TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS usage_records_by_tenant ON usage_records (tenant_id, day);
+CREATE INDEX IF NOT EXISTS usage_records_by_request ON usage_records (request_id);
 COMMIT;
 """
 
-_COLUMNS = ", ".join(COUNTER_FIELDS)
+_COUNTERS = ", ".join(COUNTER_FIELDS)
 _ADD_COUNTERS = ", ".join(f"{name} = {name} + excluded.{name}" for name in COUNTER_FIELDS)
 UPSERT_ROW = (
-    f"INSERT INTO usage_daily (day, tenant_id, key_id, model, {_COLUMNS}) "
+    f"INSERT INTO usage_daily (day, tenant_id, key_id, model, {_COUNTERS}) "
     f"VALUES (?, ?, ?, ?, {', '.join('?' * len(COUNTER_FIELDS))}) "
     f"ON CONFLICT (day, tenant_id, key_id, model) DO UPDATE SET {_ADD_COUNTERS}"
 )
-SET_APPLIED = (
-    "INSERT INTO usage_writers VALUES (?, ?, ?) ON CONFLICT (writer_id) DO UPDATE SET "
-    "applied_sequence = excluded.applied_sequence, updated_at = excluded.updated_at"
+_RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
+INSERT_RECORD = (
+    f"INSERT INTO usage_records ({_RECORD_COLUMNS}, day) "
+    f"VALUES ({', '.join('?' * (len(RECORD_FIELDS) + 1))}) ON CONFLICT (record_id) DO NOTHING"
 )
 
 
 @guarded
 class SqliteUsageBackend:
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0, budget_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path | SqliteFile, busy_timeout_s: float = BUSY_TIMEOUT_S, budget_s: float = 1.0
+    ) -> None:
         self.health = StoreHealth("usage", budget_s)
-        self._file = SqliteFile(path, busy_timeout_s, SCHEMA)
+        self._file = sqlite_file(path, busy_timeout_s, SCHEMA)
 
-    async def write(self, batches: list[Batch]) -> None:
-        await asyncio.to_thread(self._write, batches)
+    async def write(self, records: list[UsageRecord]) -> None:
+        await asyncio.to_thread(self._write, records)
 
-    def _write(self, batches: list[Batch]) -> None:
-        now = time.time()
+    def _write(self, records: list[UsageRecord]) -> None:
         with self._file.transaction() as db:
-            for batch in batches:
-                if _applied_sequence(db, batch.writer_id) >= batch.sequence:
-                    continue
-                rows = [(*key, *counts.values()) for key, counts in batch.counts.items()]
-                db.executemany(UPSERT_ROW, rows)
-                db.execute(SET_APPLIED, (batch.writer_id, batch.sequence, now))
-            db.execute(
-                "DELETE FROM usage_writers WHERE updated_at < ?", (now - WRITER_RETENTION_S,)
-            )
+            stored = [
+                record
+                for record in records
+                if db.execute(INSERT_RECORD, (*record.values(), record.day)).rowcount
+            ]
+            rows = daily_rows(stored)
+            db.executemany(UPSERT_ROW, [(*key, *counts.values()) for key, counts in rows.items()])
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:
         return await asyncio.to_thread(self._read, usage_filter)
@@ -92,9 +108,24 @@ class SqliteUsageBackend:
         ]
         given = [(condition, value) for condition, value in conditions if value is not None]
         where = " AND ".join(condition for condition, _ in given) or "1"
-        query = f"SELECT day, tenant_id, key_id, model, {_COLUMNS} FROM usage_daily WHERE {where}"
+        query = f"SELECT day, tenant_id, key_id, model, {_COUNTERS} FROM usage_daily WHERE {where}"
         rows = self._file.read(query, tuple(value for _, value in given))
         return [(UsageKey(*row[:4]), UsageCounts(*row[4:])) for row in rows]
+
+    async def read_records(self, record_filter: RecordFilter) -> list[UsageRecord]:
+        return await asyncio.to_thread(self._read_records, record_filter)
+
+    def _read_records(self, record_filter: RecordFilter) -> list[UsageRecord]:
+        rows = self._file.read(
+            f"SELECT {_RECORD_COLUMNS} FROM usage_records WHERE tenant_id = ? "
+            "AND day >= ? AND day <= ?",
+            (
+                record_filter.tenant_id,
+                record_filter.first_day or "",
+                record_filter.last_day or "9999-12-31",
+            ),
+        )
+        return [_record(row) for row in rows]
 
     async def ping(self) -> None:
         self._file.read("SELECT 1")
@@ -103,8 +134,13 @@ class SqliteUsageBackend:
         self._file.close()
 
 
-def _applied_sequence(db: sqlite3.Connection, writer_id: str) -> int:
-    row = db.execute(
-        "SELECT applied_sequence FROM usage_writers WHERE writer_id = ?", (writer_id,)
-    ).fetchone()
-    return row[0] if row else 0
+_BOOLEAN_FIELDS = {"stream", "estimated", "aborted"}
+
+
+def _record(row: tuple[Any, ...]) -> UsageRecord:
+    """A record read back (SQLite has no booleans: 0 and 1)."""
+    values: dict[str, Any] = {
+        name: bool(value) if name in _BOOLEAN_FIELDS else value
+        for name, value in zip(RECORD_FIELDS, row, strict=True)
+    }
+    return UsageRecord(**values)

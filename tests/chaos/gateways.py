@@ -17,13 +17,16 @@ GENEROUS_LIMITS = {
 }
 
 
-def gateway_on_redis(upstream_url: str, redis_url: str, log_dir: Path, **settings: str) -> Gateway:
-    """A gateway whose keys, limits and ledger live in the Redis at `redis_url`."""
+def gateway_on_redis(
+    upstream_url: str, redis_url: str, log_dir: Path, prefix: str | None = None, **settings: str
+) -> Gateway:
+    """A gateway whose keys, limits and ledger live in the Redis at `redis_url`, under a
+    key prefix of its own unless `prefix` names one (that other gateways share)."""
     return start_gateway(
         upstream_url,
         log_dir,
         store__redis_url=redis_url,
-        store__redis_prefix=f"chaos-{uuid.uuid4().hex[:8]}:",
+        store__redis_prefix=prefix or f"chaos-{uuid.uuid4().hex[:8]}:",
         auth__key_hash_secret="chaos-key-hash-secret",
         **GENEROUS_LIMITS,
         **settings,

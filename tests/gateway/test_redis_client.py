@@ -1,4 +1,5 @@
-"""The stores' Redis client rides out Redis's transient states, as a real Redis sends them.
+"""The stores' Redis client rides out Redis's transient states, as a real Redis sends them; and
+the URL says which topology it talks to.
 
 A small TCP server speaks RESP: it answers the first commands with the error a restarting or
 failing-over Redis sends (LOADING, READONLY), then answers normally.
@@ -11,9 +12,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from pydantic import ValidationError
 from redis import exceptions as redis_errors
 
-from gateway.redis_client import redis_client
+from gateway.redis_client import (
+    RedisAddress,
+    Topology,
+    keyspace,
+    parse_redis_url,
+    redis_client,
+)
+from gateway.settings import StoreSettings
 
 LOADING = b"-LOADING Redis is loading the dataset in memory\r\n"
 READONLY = b"-READONLY You can't write against a read only replica.\r\n"
@@ -82,3 +91,38 @@ async def test_other_errors_are_not_retried() -> None:
             await client.ping()
         await client.aclose()
     assert received.count(b"PING") == 1
+
+
+def test_the_url_scheme_chooses_the_topology() -> None:
+    assert parse_redis_url("redis://h:1/2") == RedisAddress(Topology.SINGLE, "redis://h:1/2")
+    assert parse_redis_url("unix:///run/redis.sock").topology is Topology.SINGLE
+    cluster = parse_redis_url("rediss+cluster://u:p%40ss@a:7000,b,[::1]:7002")
+    assert cluster.topology is Topology.CLUSTER
+    assert cluster.nodes == (("a", 7000), ("b", 6379), ("::1", 7002))
+    assert (cluster.tls, cluster.username, cluster.password) == (True, "u", "p@ss")
+    sentinel = parse_redis_url("redis+sentinel://s1:26379,s2:26379/gateway/3")
+    assert sentinel.topology is Topology.SENTINEL
+    assert (sentinel.service, sentinel.db, sentinel.tls) == ("gateway", 3, False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://a:1/0",  # a Cluster has no databases
+        "redis+cluster://a:1?x=1",
+        "redis+sentinel://a:1",  # no service
+        "redis+sentinel://a:1/gateway/x",
+        "redis+cluster://a:port",
+    ],
+)
+def test_malformed_cluster_and_sentinel_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_redis_url(url)
+    with pytest.raises(ValidationError, match="redis_url"):
+        StoreSettings(redis_url=url)
+
+
+def test_only_a_cluster_gets_hash_tags() -> None:
+    assert keyspace(parse_redis_url("redis://h"), "vgw:", "keys") == "vgw:"
+    assert keyspace(parse_redis_url("redis+sentinel://h/s"), "vgw:", "keys") == "vgw:"
+    assert keyspace(parse_redis_url("redis+cluster://h"), "vgw:rl:", "ten_1") == "vgw:rl:{ten_1}:"

@@ -40,6 +40,19 @@ class FlakyStore:
         raise redis_errors.ConnectionError("close is not guarded")
 
 
+def unreachable_cluster() -> Exception:
+    """What redis-py's Cluster client raises when no node answers."""
+    try:
+        try:
+            raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:7000.")
+        except redis_errors.ConnectionError as error:
+            raise redis_errors.RedisClusterException(
+                "Redis Cluster cannot be connected."
+            ) from error
+    except redis_errors.RedisClusterException as error:
+        return error
+
+
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
@@ -52,6 +65,8 @@ class FlakyStore:
             redis_errors.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
             "out_of_memory",
         ),
+        (redis_errors.SlotNotCoveredError("slot 3999 is not covered"), "failover"),
+        (unreachable_cluster(), "connection"),
         (sqlite3.OperationalError("database is locked"), "locked"),
         (sqlite3.OperationalError("disk I/O error"), "io"),
         (ConnectionResetError(104, "Connection reset by peer"), "connection"),
@@ -77,6 +92,7 @@ async def test_availability_failures_become_503(error: Exception, kind: str) -> 
     "error",
     [
         redis_errors.ResponseError("ERR unknown command 'NOPE'"),
+        redis_errors.RedisClusterException("EVAL - all keys must map to the same key slot"),
         sqlite3.OperationalError("no such table: tenants"),
         ValueError("a bug"),
     ],

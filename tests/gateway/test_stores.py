@@ -1,4 +1,5 @@
-"""The settings choose every store in one place: Redis with a URL, else the SQLite file."""
+"""The settings choose every store in one place: Redis with a URL (one server, Sentinel or
+Cluster, as the URL says), else the SQLite file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from gateway.adapters.redis_registry import RedisAdapterRegistry
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
+from gateway.safety.policy import PolicySpec
 from gateway.safety.policy_store import RedisPolicyStore, SqlitePolicyStore
 from gateway.settings import StoreSettings
 from gateway.stores import open_stores
@@ -29,14 +31,21 @@ async def test_without_a_url_every_store_is_the_sqlite_file(tmp_path: Path) -> N
         await store.close()
 
 
-async def test_with_a_url_every_store_is_redis(redis_url: str, tmp_path: Path) -> None:
+async def test_with_a_url_every_store_is_redis(redis_topology_url: str, tmp_path: Path) -> None:
     prefix = f"test-{uuid.uuid4().hex}:"
-    settings = StoreSettings(redis_url=redis_url, redis_prefix=prefix, sqlite_path=tmp_path / "x")
+    settings = StoreSettings(
+        redis_url=redis_topology_url, redis_prefix=prefix, sqlite_path=tmp_path / "x"
+    )
     stores = open_stores(settings)
     kinds = [type(store) for store in stores.all()]
     assert kinds == [RedisStore, RedisAdapterRegistry, RedisPolicyStore, RedisUsageBackend]
     assert await stores.keys.list_tenants() == []
+    # the safety policies' one hash (their contract suite: tests/gateway/safety/test_engine.py)
+    policy = PolicySpec.model_validate({"rules": [{"name": "cards", "detector": "payment_card"}]})
+    assert (await stores.safety_policies.put("cards", policy))[1] is True
+    assert [stored.spec for stored in await stores.safety_policies.load_all()] == [policy]
+    assert await stores.safety_policies.delete("cards") is True
     for store in stores.all():
         await store.ping()
         await store.close()
-    await delete_prefixed_keys(redis_url, prefix)
+    await delete_prefixed_keys(redis_topology_url, prefix)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import openai
 import orjson
 import pytest
 
-from tests.fixtures.gateway import Gateway, start_gateway
+from tests.fixtures.gateway import Gateway
 from tests.fixtures.metrics import metric_value
 from tests.fixtures.real_vllm import RealVllm, assert_generation_stopped
 
@@ -23,15 +22,6 @@ pytestmark = pytest.mark.vllm
 
 PROMPT = "def main():"
 MODELS = ["base", "tenant-a", "tenant-b"]
-
-
-@pytest.fixture(scope="module")
-def vllm_gateway(
-    real_vllm: RealVllm, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gateway]:
-    gateway = start_gateway(real_vllm.url, tmp_path_factory.mktemp("gateway-vllm"))
-    yield gateway
-    gateway.stop()
 
 
 def completion(model: str, **extra: object) -> dict:

@@ -16,20 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.processes import ServerProcess
 from tests.fixtures.standin import set_faults, start_standin
-
-HELLO = [{"role": "user", "content": "tell me about rivers"}]
-# the documented rule: 2 for the generation prompt, 4 per message, 1 per word
-HELLO_PROMPT_TOKENS = 2 + 4 + 4
-
-
-def post(server: ServerProcess, path: str, body: object, timeout: float = 10.0) -> httpx.Response:
-    return httpx.post(f"{server.url}{path}", json=body, timeout=timeout)
-
-
-def chat(server: ServerProcess, **body: object) -> dict:
-    response = post(server, "/v1/chat/completions", {"messages": HELLO, **body})
-    assert response.status_code == 200, response.text
-    return response.json()
+from tests.vllm_server.helpers import HELLO, HELLO_PROMPT_TOKENS, chat, post
 
 
 def data_lines(lines: Iterator[str]) -> Iterator[str]:
@@ -110,6 +97,7 @@ def test_chat_completion_has_vllm_shape(standin: ServerProcess) -> None:
         "total_tokens": HELLO_PROMPT_TOKENS + 5,
         "completion_tokens": 5,
         "prompt_tokens_details": None,
+        "completion_tokens_details": None,
     }
 
 
@@ -260,7 +248,7 @@ def test_errors_have_vllm_shape(
     error = response.json()["error"]
     assert (error["type"], error["param"], error["code"]) == (err_type, param, status)
     if status == 404:
-        assert error["message"] == "The model `nope` does not exist."
+        assert error["message"] == "The model `nope` does not exist. Valid aliases: base."
 
 
 def test_malformed_json_and_unknown_route(standin: ServerProcess) -> None:

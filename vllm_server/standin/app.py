@@ -11,7 +11,12 @@ from vllm_server.standin.admin import AdminRoutes
 from vllm_server.standin.config import StandinConfig
 from vllm_server.standin.encode import EncodeRoutes
 from vllm_server.standin.engine import Engine
-from vllm_server.standin.errors import VLLMError, render_http_exception, render_vllm_error
+from vllm_server.standin.errors import (
+    VLLMError,
+    anthropic_errors,
+    render_http_exception,
+    render_vllm_error,
+)
 from vllm_server.standin.generation import GenerationRoutes
 from vllm_server.standin.metrics import MetricsEndpoint
 
@@ -24,8 +29,13 @@ def create_app(config: StandinConfig) -> Starlette:
     routes = [
         Route("/v1/chat/completions", generation.chat, methods=["POST"]),
         Route("/v1/completions", generation.completions, methods=["POST"]),
+        Route("/v1/responses", generation.responses, methods=["POST"]),
+        Route("/v1/responses/{response_id}", generation.retrieve_response, methods=["GET"]),
+        Route("/v1/messages", anthropic_errors(generation.messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", anthropic_errors(encode.count_tokens), methods=["POST"]),
         Route("/v1/embeddings", encode.embeddings, methods=["POST"]),
         Route("/tokenize", encode.tokenize, methods=["POST"]),
+        Route("/detokenize", encode.detokenize, methods=["POST"]),
         Route("/v1/models", admin.models, methods=["GET"]),
         Route("/v1/load_lora_adapter", admin.load_lora_adapter, methods=["POST"]),
         Route("/v1/unload_lora_adapter", admin.unload_lora_adapter, methods=["POST"]),

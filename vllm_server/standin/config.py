@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields
 
 # The vLLM release whose API the stand-in speaks; /version reports it so clients that
@@ -56,3 +57,10 @@ class StandinConfig:
     kv_cache_tokens: int = 8192
     seed: int = 0
     faults: Faults = field(default_factory=Faults)
+
+
+def system_fingerprint(config: StandinConfig) -> str:
+    """`vllm-<version>-<hash8>`, as vLLM's default fingerprint: fixed for one configuration."""
+    served = (config.served_model_name, config.max_model_len, config.seed)
+    digest = hashlib.blake2b(repr(served).encode(), digest_size=4).hexdigest()
+    return f"vllm-{VLLM_API_VERSION}-{digest}"

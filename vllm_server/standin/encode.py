@@ -1,5 +1,6 @@
-"""POST /v1/embeddings and POST /tokenize, in vLLM's shapes, from the deterministic text
-rules in `text` (so /tokenize's count equals the prompt_tokens a generation reports)."""
+"""POST /v1/embeddings, /tokenize, /detokenize and /v1/messages/count_tokens, in vLLM's
+shapes, from the deterministic text rules in `text` (so /tokenize's count and
+count_tokens' input_tokens equal the prompt tokens a generation reports)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from vllm_server.standin import text
 from vllm_server.standin.engine import Engine
 from vllm_server.standin.errors import json_response, missing_field, read_json_object, wrong_type
+from vllm_server.standin.jobs import anthropic_messages, chat_messages, prompt_too_long
 
 
 def _embedding_inputs(value: object) -> list[str | list[int]]:
@@ -67,25 +69,52 @@ class EncodeRoutes:
         )
 
     async def tokenize(self, request: Request) -> Response:
+        """`prompt` or chat `messages` -> their token ids, and their pieces when
+        `return_token_strs` is true."""
         body = await read_json_object(request)
         self._engine.resolve_model(body.get("model"))
         if "messages" in body:
-            messages = body["messages"]
-            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-                raise wrong_type("messages", "list", messages)
-            tokens = text.chat_prompt_ids(messages)
+            pieces = text.chat_prompt_pieces(chat_messages(body))
         elif "prompt" in body:
             prompt = body["prompt"]
             if not isinstance(prompt, str):
                 raise wrong_type("prompt", "string", prompt)
-            tokens = text.completion_prompt_ids(prompt)
+            add_special_tokens = body.get("add_special_tokens", True) is not False
+            pieces = text.completion_prompt_pieces(prompt, add_special_tokens)
         else:
             raise missing_field("prompt", body)
         return json_response(
             {
-                "count": len(tokens),
+                "count": len(pieces),
                 "max_model_len": self._engine.config.max_model_len,
-                "tokens": tokens,
-                "token_strs": None,
+                "tokens": [text.piece_id(piece) for piece in pieces],
+                "token_strs": pieces if body.get("return_token_strs") is True else None,
+            }
+        )
+
+    async def detokenize(self, request: Request) -> Response:
+        body = await read_json_object(request)
+        self._engine.resolve_model(body.get("model"))
+        if "tokens" not in body:
+            raise missing_field("tokens", body)
+        tokens = body["tokens"]
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in tokens
+        ):
+            raise wrong_type("tokens", "list", tokens)
+        return json_response({"prompt": text.detokenize(tokens)})
+
+    async def count_tokens(self, request: Request) -> Response:
+        """Anthropic's POST /v1/messages/count_tokens: the prompt size /v1/messages reports."""
+        body = await read_json_object(request)
+        self._engine.resolve_model(body.get("model"))
+        input_tokens = text.chat_prompt_tokens(anthropic_messages(body))
+        max_model_len = self._engine.config.max_model_len
+        if input_tokens > max_model_len:
+            raise prompt_too_long(input_tokens, max_model_len)
+        return json_response(
+            {
+                "input_tokens": input_tokens,
+                "context_management": {"original_input_tokens": input_tokens},
             }
         )

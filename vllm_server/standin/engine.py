@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from vllm_server.standin.config import StandinConfig
+from vllm_server.standin.config import StandinConfig, system_fingerprint
 from vllm_server.standin.errors import VLLMError, model_not_found, wrong_type
 from vllm_server.standin.slots import LoraSlots
 
@@ -59,6 +59,7 @@ class Generation:
 class Engine:
     def __init__(self, config: StandinConfig):
         self.config = config
+        self.fingerprint = system_fingerprint(config)
         self.faults = replace(config.faults)
         self.adapters: dict[str, str] = dict(config.lora_modules)
         self.slots = LoraSlots(config.max_loras)
@@ -76,7 +77,7 @@ class Engine:
             return base, None
         if requested in self.adapters:
             return requested, requested
-        raise model_not_found(requested)
+        raise model_not_found(requested, base)
 
     def maybe_fail(self) -> None:
         """Raise the injected 500 for a `fail_rate` share of requests, counted as "error"."""

@@ -1,4 +1,6 @@
-"""Running a response while watching for the client to leave, and server-sent events.
+"""Running a response while watching for the client to leave, and server-sent events:
+OpenAI's `data: ...` frames and the typed `event: <type>` + `data: ...` frames of the
+Responses and Anthropic streams.
 
 vLLM aborts a request whose client disconnects, and the gateway's tests rely on the
 stand-in doing the same. Uvicorn only tells an application through `receive()` returning
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from typing import Any, TypeVar
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
 T = TypeVar("T")
@@ -44,8 +47,17 @@ async def unless_disconnected(work: Coroutine[Any, Any, T], receive: Receive) ->
     return None
 
 
+def data_frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def typed_frame(event: dict[str, object]) -> bytes:
+    """A typed event: its `type` also names the frame."""
+    return b"event: %s\ndata: %s\n\n" % (str(event["type"]).encode(), orjson.dumps(event))
+
+
 class EventWriter:
-    """Sends the response head and `data: ...` events; never completes the response."""
+    """Sends the response head and event frames; never completes the response."""
 
     def __init__(self, send: Send):
         self._send = send
@@ -55,10 +67,8 @@ class EventWriter:
             {"type": "http.response.start", "status": 200, "headers": _EVENT_STREAM_HEADERS}
         )
 
-    async def data(self, payload: bytes) -> None:
-        await self._send(
-            {"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": True}
-        )
+    async def send(self, frame: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": frame, "more_body": True})
 
 
 class EventStream:

@@ -4,7 +4,8 @@ A "token" here is one whitespace-separated word. Prompt sizes follow a fixed rul
 tests can predict `usage` exactly:
   completions: 1 (BOS) + words of the prompt (a list of token ids counts its length);
   chat: 2 (the generation prompt) + for every message 4 + words of its text content.
-/tokenize returns ids built by the same rule, so its count always equals prompt_tokens.
+/tokenize returns pieces and ids built by the same rule, so its count always equals
+prompt_tokens; /detokenize spells back the specials and the answer vocabulary.
 
 Answers are words drawn by a PRNG seeded from (seed, model, prompt text): the same request
 always gets the same answer, and each adapter answers the same prompt differently.
@@ -36,7 +37,12 @@ EMBEDDING_DIMENSIONS = 16
 # The shortest and longest answer a prompt "naturally" has before the model would stop.
 NATURAL_LENGTH_RANGE = (8, 64)
 
-_SPECIAL_IDS = {"bos": 1, "message_start": 2, "message_sep": 3, "message_end": 4}
+# Token pieces as a byte-level BPE spells them, "Ġ" marking a word that follows a space.
+# Ids: the specials 1-4, the answer vocabulary (bare and spaced) from 16, any other word
+# hashed into 256-4095.
+_SPECIAL_IDS = {"<s>": 1, "<|start|>": 2, "<|sep|>": 3, "<|end|>": 4}
+_SPACE = "Ġ"
+_FIRST_KNOWN_ID = 16
 _FIRST_WORD_ID = 256
 _VOCAB_SIZE = 4096
 
@@ -92,24 +98,47 @@ def chat_prompt_key(messages: Sequence[dict]) -> str:
     return "\n".join(f"{m.get('role')}: {message_text(m.get('content'))}" for m in messages)
 
 
-def _word_id(word: str) -> int:
-    return _FIRST_WORD_ID + zlib.crc32(word.encode()) % (_VOCAB_SIZE - _FIRST_WORD_ID)
+def _text_pieces(text: str) -> list[str]:
+    return [word if i == 0 else _SPACE + word for i, word in enumerate(text.split())]
 
 
-def chat_prompt_ids(messages: Sequence[dict]) -> list[int]:
-    ids: list[int] = []
+def chat_prompt_pieces(messages: Sequence[dict]) -> list[str]:
+    pieces: list[str] = []
     for message in messages:
-        ids += [_SPECIAL_IDS["message_start"], _word_id(str(message.get("role")))]
-        ids.append(_SPECIAL_IDS["message_sep"])
-        ids += [_word_id(w) for w in message_text(message.get("content")).split()]
-        ids.append(_SPECIAL_IDS["message_end"])
-    return [*ids, _SPECIAL_IDS["message_start"], _word_id("assistant")]
+        pieces += ["<|start|>", str(message.get("role")), "<|sep|>"]
+        pieces += _text_pieces(message_text(message.get("content")))
+        pieces.append("<|end|>")
+    return [*pieces, "<|start|>", "assistant"]
 
 
-def completion_prompt_ids(prompt: str | list[int]) -> list[int]:
-    if isinstance(prompt, str):
-        return [_SPECIAL_IDS["bos"], *(_word_id(w) for w in prompt.split())]
-    return list(prompt)
+def completion_prompt_pieces(prompt: str, add_special_tokens: bool = True) -> list[str]:
+    words = _text_pieces(prompt)
+    return ["<s>", *words] if add_special_tokens else words
+
+
+# The pieces the stand-in spells back: its specials and the words it answers with, which
+# have ids of their own below the hashed ids of any other word.
+_KNOWN_IDS = {
+    **_SPECIAL_IDS,
+    **{
+        piece: _FIRST_KNOWN_ID + index
+        for index, piece in enumerate((*VOCABULARY, *(_SPACE + word for word in VOCABULARY)))
+    },
+}
+_PIECES_BY_ID = {token_id: piece for piece, token_id in _KNOWN_IDS.items()}
+
+
+def piece_id(piece: str) -> int:
+    known = _KNOWN_IDS.get(piece)
+    if known is not None:
+        return known
+    return _FIRST_WORD_ID + zlib.crc32(piece.encode()) % (_VOCAB_SIZE - _FIRST_WORD_ID)
+
+
+def detokenize(ids: Sequence[int]) -> str:
+    """Any other word's id is a hash, so it is left out, as vLLM leaves out ids beyond its
+    vocabulary."""
+    return "".join(_PIECES_BY_ID.get(i, "") for i in ids).replace(_SPACE, " ")
 
 
 def _rng(seed: int, model: str, text: str) -> random.Random:

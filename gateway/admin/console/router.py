@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import NotFoundError
 
 CONSOLE_PATH = "/admin/ui"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -80,5 +80,5 @@ async def console_root() -> RedirectResponse:
 async def console_asset(asset_path: str) -> Response:
     asset = ASSETS.get(asset_path or INDEX)
     if asset is None:
-        raise GatewayError(404, f"No console file '{asset_path}'.", code="unknown_url")
+        raise NotFoundError(f"No console file '{asset_path}'.", "unknown_url")
     return Response(asset.body, media_type=asset.content_type, headers=SECURITY_HEADERS)

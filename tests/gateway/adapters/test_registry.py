@@ -1,5 +1,6 @@
-"""One suite for both registry stores: what holds for SQLite holds for Redis, and a second
-instance on the same data (another gateway process) sees every change."""
+"""One suite for both registry stores: what holds for SQLite holds for Redis (one server,
+Sentinel, Cluster), and a second instance on the same data (another gateway process) sees
+every change."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from gateway.settings import StoreSettings
 from gateway.stores import open_stores
 from gateway.tenancy.store import Conflict, NotFound
 from tests.fixtures.redis import delete_prefixed_keys
+from tests.fixtures.redis_topologies import TOPOLOGIES, topology_url
 
 
-@pytest_asyncio.fixture(params=["sqlite", "redis"], loop_scope="function")
+@pytest_asyncio.fixture(params=["sqlite", *TOPOLOGIES], loop_scope="function")
 async def registries(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[AdapterRegistry, AdapterRegistry]]:
@@ -29,7 +31,7 @@ async def registries(
     if request.param == "sqlite":
         settings = StoreSettings(sqlite_path=tmp_path / "gateway.db")
     else:
-        url = request.getfixturevalue("redis_url")
+        url = topology_url(request, request.param)
         settings = StoreSettings(redis_url=url, redis_prefix=f"test-{uuid.uuid4().hex}:")
     one, other = open_stores(settings).adapters, open_stores(settings).adapters
     expected = SqliteAdapterRegistry if request.param == "sqlite" else RedisAdapterRegistry

@@ -1,9 +1,11 @@
 """Limiters to test: the in-process one and the Redis one (a real Redis), made alike.
 
-`make_limiter` builds a `Limiter` of the test's kind; Redis limiters share one key prefix per
-test, so several of them act like several gateway instances on one Redis. `own_redis` is a
+`make_limiter` builds a `Limiter` of the test's kind: "local", or a Redis topology ("redis",
+"redis-sentinel", "redis-cluster"); Redis limiters share one key prefix per test, so several
+of them act like several gateway instances on one Redis. `own_redis` is a
 redis-server of the test's own, which the test may stop, restart (same port) or slow down.
-`gateways_on_redis` is several real gateway processes sharing one Redis (keys and limits).
+`gateways_on_redis` is several real gateway processes sharing one Redis (keys and limits);
+`gateways_on_every_topology` the same on one server, under Sentinel and on a Cluster.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.tenancy.models import ApiKey, Limits, Tenant
 from tests.fixtures.gateway import Gateway, gateways_sharing_redis
 from tests.fixtures.processes import ServerProcess, free_port
 from tests.fixtures.redis import answers_ping, delete_prefixed_keys
+from tests.fixtures.redis_topologies import TOPOLOGIES, topology_url
 
 MakeLimiter = Callable[..., Awaitable[Limiter]]
 GATEWAYS = 3  # gateway processes on one Redis in `gateways_on_redis`
@@ -66,8 +69,8 @@ async def make_limiter(
     async def make(
         defaults: Limits | None = None, *, redis_url: str | None = None, **settings: object
     ) -> Limiter:
-        if redis_url is None and limiter_kind == "redis":
-            redis_url = request.getfixturevalue("redis_url")
+        if redis_url is None and limiter_kind != "local":
+            redis_url = topology_url(request, limiter_kind)
         limits = LimitsSettings(
             defaults=DefaultLimits(**asdict(defaults or Limits())),
             redis_timeout_s=settings.pop("redis_timeout_s", 1.0),
@@ -82,7 +85,7 @@ async def make_limiter(
     for limiter, _ in made:
         await limiter.close()
     for url in {url for _, url in made if url is not None}:
-        if answers_ping(url):
+        if url.startswith("redis+") or answers_ping(url):  # a test may have stopped its own
             await delete_prefixed_keys(url, prefix)
 
 
@@ -128,4 +131,21 @@ def gateways_on_redis(
     standin: ServerProcess, redis_url: str, tmp_path: Path
 ) -> Iterator[list[Gateway]]:
     with gateways_sharing_redis(standin.url, redis_url, tmp_path, GATEWAYS) as gateways:
+        yield gateways
+
+
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def gateways_on_every_topology(
+    request: pytest.FixtureRequest,
+    standin: ServerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[list[Gateway]]:
+    """`GATEWAYS` gateway processes on one Redis of each topology, shared by the module's
+    tests (each makes keys of its own). Keys stay cached for a minute: only an invalidation
+    makes an instance see a change sooner."""
+    url = topology_url(request, request.param)
+    log_dir = tmp_path_factory.mktemp(f"gateways-{request.param}")
+    with gateways_sharing_redis(
+        standin.url, url, log_dir, GATEWAYS, auth__key_cache_ttl_s="60"
+    ) as gateways:
         yield gateways

@@ -1,5 +1,7 @@
-"""Three real gateway processes on one Redis, more demand than a key's limit: the admissions in
-the window are at most the limit (zero over-admission) and at least 99% of it.
+"""Three real gateway processes on one Redis (one server, Sentinel, Cluster), more demand than a
+key's limit: the admissions in the window are at most the limit (zero over-admission) and at
+least 99% of it. And a key revoked through one of them is refused by every one within a
+second, though each has it cached for a minute: the invalidation reached them.
 
 Needs the limiter wired into the pipeline; before that no request is ever refused and the test
 fails saying so.
@@ -8,37 +10,26 @@ fails saying so.
 from __future__ import annotations
 
 import asyncio
+import time
 
-import httpx
 import pytest
 
-from tests.fixtures.gateway import Gateway, limited_key
+from tests.fixtures.gateway import Gateway, limited_key, send_round_robin
 from tests.gateway.limits.conftest import GATEWAYS
+from tests.gateway.tenancy.test_auth import chat, new_key, wait_for_status
 
 pytestmark = pytest.mark.limits_e2e
 LIMIT = 120  # requests per minute for the key
 DEMAND = 2 * LIMIT  # all sent within a few seconds, so within one sliding minute
 CONCURRENCY = 24
-CHAT = {"model": "base", "messages": [{"role": "user", "content": "count"}], "max_tokens": 4}
 
 
-async def send_all(gateways: list[Gateway], key: str, count: int) -> list[httpx.Response]:
-    """`count` chat requests spread round-robin over the gateways, `CONCURRENCY` at a time."""
-    headers = {"authorization": f"Bearer {key}"}
-    gate = asyncio.Semaphore(CONCURRENCY)
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
-
-        async def one(index: int) -> httpx.Response:
-            async with gate:
-                url = gateways[index % len(gateways)].url + "/v1/chat/completions"
-                return await client.post(url, json=CHAT, headers=headers)
-
-        return await asyncio.gather(*(one(i) for i in range(count)))
-
-
-def test_requests_per_minute_exact_across_three_gateways(gateways_on_redis: list[Gateway]) -> None:
-    key = limited_key(gateways_on_redis[0], {"requests_per_minute": LIMIT})
-    responses = asyncio.run(send_all(gateways_on_redis, key, DEMAND))
+def test_requests_per_minute_exact_across_three_gateways(
+    gateways_on_every_topology: list[Gateway],
+) -> None:
+    gateways = gateways_on_every_topology
+    key = limited_key(gateways[0], {"requests_per_minute": LIMIT})
+    responses = asyncio.run(send_round_robin(gateways, key, DEMAND, CONCURRENCY))
     statuses = [response.status_code for response in responses]
     admitted, refused = statuses.count(200), statuses.count(429)
     print(f"{admitted} admitted, {refused} refused, limit {LIMIT}, {GATEWAYS} gateways")
@@ -59,3 +50,19 @@ def test_requests_per_minute_exact_across_three_gateways(gateways_on_redis: list
     assert "requests per minute" in error["message"]
     assert 1 <= int(refusal.headers["retry-after"]) <= 60
     assert refusal.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_a_revoked_key_is_refused_by_every_instance_within_a_second(
+    gateways_on_every_topology: list[Gateway],
+) -> None:
+    first, *others = gateways_on_every_topology
+    key_id, key = new_key(first, first.tenant_id)
+    for gateway in others:
+        assert chat(gateway, key).status_code == 200  # cached there now, for a minute
+    first.admin("POST", f"/keys/{key_id}/revoke").raise_for_status()
+    revoked_at, seen_after = time.monotonic(), []
+    for gateway in others:
+        wait_for_status(gateway, key, 401, timeout=3)
+        seen_after.append(time.monotonic() - revoked_at)
+    print(f"revocation seen by the others after {[round(s * 1000) for s in seen_after]} ms")
+    assert max(seen_after) < 1.0

@@ -11,10 +11,8 @@ import openai
 import orjson
 import pytest
 
-from gateway.core.request import Endpoint
-from gateway.limits import estimate_tokens
-from gateway.pipeline.body import parse_request
 from gateway.settings import LimitsSettings
+from gateway.surfaces import ChatCompletions
 from tests.fixtures.gateway import Gateway
 from tests.fixtures.metrics import metric_value
 from tests.fixtures.processes import ServerProcess
@@ -101,8 +99,9 @@ def test_settlement_charges_the_real_usage(gateway: Gateway, stream: bool) -> No
     body = chat_body("five six", 50, stream)
     second = post(gateway, key, body)
     # the first request's 300-token reservation was replaced by its real usage
-    request = parse_request(Endpoint.CHAT, orjson.dumps(body))
-    expected = limit - used - estimate_tokens(request, DEFAULT_MAX_TOKENS)
+    chat = ChatCompletions()
+    request = chat.parse(orjson.dumps(body))
+    expected = limit - used - chat.estimate_tokens(request, DEFAULT_MAX_TOKENS)
     assert int(second.headers["x-ratelimit-remaining-tokens"]) == expected
 
 

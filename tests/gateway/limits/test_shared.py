@@ -1,4 +1,5 @@
-"""Several limiters on one Redis, as several gateway instances: their sum obeys each limit."""
+"""Several limiters on one Redis, as several gateway instances: their sum obeys each limit, on
+one server, under Sentinel and on a Cluster."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from gateway.core.errors import GatewayError
 from gateway.limits import Limiter
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import Limits
+from tests.fixtures.redis_topologies import TOPOLOGIES
 from tests.gateway.limits.conftest import MakeLimiter, principal
 
-pytestmark = pytest.mark.parametrize("limiter_kind", ["redis"])
+pytestmark = pytest.mark.parametrize("limiter_kind", TOPOLOGIES)
 INSTANCES = 3
 
 

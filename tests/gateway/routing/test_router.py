@@ -24,7 +24,7 @@ from tests.fixtures.replicas import (
     route_and_complete,
     routing_settings,
     running_router,
-    running_transport,
+    running_upstream,
     served_adapters,
     standin_at,
     target,
@@ -150,7 +150,7 @@ async def test_a_connect_failure_is_retried_on_another_replica(standins: Standin
     settings = routing_settings(health_interval_s=600, eject_after_failures=5)
     async with (
         running_router([first.url, second.url], settings) as router,
-        running_transport() as transport,
+        running_upstream() as upstream,
     ):
         second.stop()
         lease = await router.acquire(target(None))
@@ -159,7 +159,7 @@ async def test_a_connect_failure_is_retried_on_another_replica(standins: Standin
             lease = await router.acquire(target(None))
         assert lease.url == second.url
         try:
-            answer = await complete(transport, lease, "base")
+            answer = await complete(upstream, lease, "base")
         finally:
             lease.release()
         assert answer["status"] == 200

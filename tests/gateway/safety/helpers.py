@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from gateway.core.request import RequestTexts
 from gateway.safety.events import SafetyEvents
 from gateway.safety.policy import PolicySpec
 from gateway.safety.runtime import CompiledPolicy, PolicyRuntime
+from gateway.surfaces import ChatCompletions, Surface
 
 DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class Prompt(RequestTexts):
+    """A request's texts as its surface reads them, with the body they live in."""
+
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def prompt(surface: Surface, body: dict[str, Any]) -> Prompt:
+    """The texts of `body` (a request to `surface`), ready for `PolicyRuntime.check_input`."""
+    request = surface.parse(orjson.dumps(body))
+    texts = surface.texts(request)
+    return Prompt(texts.param, texts.slots, texts.messages, texts.unreadable, request.body)
+
+
+def chat_prompt(*messages: tuple[str, Any]) -> Prompt:
+    return prompt(
+        ChatCompletions(),
+        {"model": "m", "messages": [{"role": r, "content": c} for r, c in messages]},
+    )
 
 
 def runtime(*rules: dict[str, Any], events: SafetyEvents | None = None) -> PolicyRuntime:

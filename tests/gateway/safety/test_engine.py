@@ -14,8 +14,6 @@ import pytest
 import pytest_asyncio
 
 from gateway.core.errors import GatewayError
-from gateway.core.request import Endpoint
-from gateway.pipeline.body import parse_request
 from gateway.safety.engine import SafetyEngine
 from gateway.safety.policy import PolicySpec, SafetySettings
 from gateway.safety.policy_store import PolicyStore, RedisPolicyStore, SqlitePolicyStore
@@ -24,6 +22,7 @@ from gateway.tenancy.models import ApiKey, Tenant
 from gateway.tenancy.sqlite_store import SqliteStore
 from tests.fixtures.processes import free_port
 from tests.fixtures.redis import delete_prefixed_keys
+from tests.gateway.safety.helpers import chat_prompt
 
 CARDS = PolicySpec.model_validate({"rules": [{"name": "cards", "detector": "payment_card"}]})
 MAILS = PolicySpec.model_validate(
@@ -188,9 +187,8 @@ async def test_decisions_are_audited_per_tenant_without_content(
         tenancy,
     )
     runtime = engine.for_request(principal("cards"))
-    body = {"messages": [{"role": "user", "content": "pay with 4111 1111 1111 1111"}]}
     with pytest.raises(GatewayError):
-        await runtime.check_input(parse_request(Endpoint.CHAT, orjson.dumps(body)))
+        await runtime.check_input(chat_prompt(("user", "pay with 4111 1111 1111 1111")))
     await engine.close()
     entries = await tenancy.list_audit(target_id="tenant_1")
     assert [(entry.action, entry.admin_key_id, entry.target_type) for entry in entries] == [
@@ -219,7 +217,7 @@ def test_hooks_see_every_event(tenancy: SqliteStore, tmp_path: Path) -> None:
     seen = []
     engine.events.subscribe(seen.append)
     guard = engine.for_request(principal("mails")).output_guard()
-    guard.process_whole(
+    guard.on_whole(
         orjson.dumps({"choices": [{"index": 0, "text": "a@b.com", "finish_reason": "stop"}]})
     )
     assert [(event.rule, event.direction, event.action) for event in seen] == [

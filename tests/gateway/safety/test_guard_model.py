@@ -9,13 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import pytest_asyncio
 
 from gateway.core.errors import GatewayError
-from gateway.core.request import Endpoint, InferenceRequest
-from gateway.pipeline.body import parse_request
 from gateway.safety.events import SafetyEvents
 from gateway.safety.guard_model import GuardModel, GuardSessions
 from gateway.safety.policy import GuardSpec, PolicySpec
@@ -24,6 +21,7 @@ from tests.fixtures.processes import ServerProcess, free_port
 from tests.fixtures.real_vllm import RealVllm
 from tests.fixtures.standin import set_faults
 from tests.gateway.safety.conftest import echoed_requests
+from tests.gateway.safety.helpers import Prompt, chat_prompt
 from tests.gateway.safety.runaway import BACKTRACKING, Runaway, within_hang_limit
 
 TEMPLATE = "Classify this message as safe or unsafe:\n{text}"
@@ -47,9 +45,8 @@ def guarded(
     return PolicyRuntime(policy, "tenant-1", "key-1", events or SafetyEvents(10))
 
 
-def chat(text: str) -> InferenceRequest:
-    body = {"model": "base", "messages": [{"role": "user", "content": text}]}
-    return parse_request(Endpoint.CHAT, orjson.dumps(body))
+def chat(text: str) -> Prompt:
+    return chat_prompt(("user", text))
 
 
 async def test_a_chat_guard_maps_its_answer_through_the_verdict_regex(

@@ -9,29 +9,24 @@ import orjson
 import pytest
 
 from gateway.core.errors import GatewayError
-from gateway.core.request import Endpoint, InferenceRequest
-from gateway.pipeline.body import parse_request
 from gateway.safety.events import SafetyEvents
-from tests.gateway.safety.helpers import rule, runtime
+from gateway.surfaces import Completions, Embeddings
+from gateway.surfaces.openai import OpenAISurface
+from tests.gateway.safety.helpers import Prompt, chat_prompt, prompt, rule, runtime
 from tests.gateway.safety.runaway import BACKTRACKING, Runaway, within_hang_limit
 
 CARD = "4111 1111 1111 1111"
 MAIL = "jane.doe@example.com"
 
 
-def chat(*messages: tuple[str, Any]) -> InferenceRequest:
-    body = {
-        "model": "m",
-        "messages": [{"role": role, "content": content} for role, content in messages],
-    }
-    return parse_request(Endpoint.CHAT, orjson.dumps(body))
+chat = chat_prompt
 
 
-def request(endpoint: Endpoint, value: Any) -> InferenceRequest:
-    return parse_request(endpoint, orjson.dumps({"model": "m", endpoint.input_field: value}))
+def request(surface: OpenAISurface, value: Any) -> Prompt:
+    return prompt(surface, {"model": "m", surface.input_field: value})
 
 
-async def blocked(checked: Any, req: InferenceRequest) -> GatewayError:
+async def blocked(checked: Any, req: Prompt) -> GatewayError:
     with pytest.raises(GatewayError) as caught:
         await checked.check_input(req)
     return caught.value
@@ -91,7 +86,7 @@ async def test_masking_is_stable_and_comes_back_in_the_answer() -> None:
             ]
         }
     )
-    restored = orjson.loads(guard.process_whole(answer))
+    restored = orjson.loads(guard.on_whole(answer))
     assert restored["choices"][0]["message"]["content"] == "I wrote to bo@example.org."
 
 
@@ -148,12 +143,14 @@ async def test_text_parts_are_checked_and_rewritten() -> None:
 @pytest.mark.parametrize(
     ("endpoint", "value"),
     [
-        (Endpoint.COMPLETIONS, f"x {MAIL}"),
-        (Endpoint.COMPLETIONS, ["ok", f"x {MAIL}"]),
-        (Endpoint.EMBEDDINGS, [f"x {MAIL}"]),
+        (Completions(), f"x {MAIL}"),
+        (Completions(), ["ok", f"x {MAIL}"]),
+        (Embeddings(), [f"x {MAIL}"]),
     ],
 )
-async def test_prompts_and_embedding_inputs_are_checked(endpoint: Endpoint, value: Any) -> None:
+async def test_prompts_and_embedding_inputs_are_checked(
+    endpoint: OpenAISurface, value: Any
+) -> None:
     req = request(endpoint, value)
     assert await runtime(rule("mails", "email", "redact", "input")).check_input(req) is True
     assert MAIL.encode() not in orjson.dumps(req.body)
@@ -161,7 +158,7 @@ async def test_prompts_and_embedding_inputs_are_checked(endpoint: Endpoint, valu
 
 async def test_token_id_prompts_cannot_slip_past_a_text_policy() -> None:
     error = await blocked(
-        runtime(rule("mails", "email", "redact", "input")), request(Endpoint.COMPLETIONS, [1, 2, 3])
+        runtime(rule("mails", "email", "redact", "input")), request(Completions(), [1, 2, 3])
     )
     assert (error.status, error.code, error.param) == (400, "content_policy_violation", "prompt")
 

@@ -58,7 +58,8 @@ def run_stream(
     sizes = reads or [1] * len(events)
     out, at = b"", 0
     for size in sizes:
-        data, blocked = output_guard.process_events(b"".join(events[at : at + size]))
+        data = output_guard.on_events(b"".join(events[at : at + size]))
+        blocked = output_guard.ended
         out += data
         at += size
         if blocked:
@@ -78,7 +79,7 @@ def whole_text(output_guard: OutputGuard, text: str) -> tuple[str, str]:
             ]
         }
     )
-    choice = orjson.loads(output_guard.process_whole(body))["choices"][0]
+    choice = orjson.loads(output_guard.on_whole(body))["choices"][0]
     return choice["message"]["content"], choice["finish_reason"]
 
 
@@ -130,7 +131,8 @@ def test_a_split_term_is_blocked_at_every_position() -> None:
         assert streamed_text(events) == "Sure. The ", cut
         assert finish_reasons(events) == ["content_filter"]
         assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
-        assert output_guard.process_events(chat_event(" more")) == (b"", True)
+        assert output_guard.on_events(chat_event(" more")) == b""
+        assert output_guard.ended
 
 
 def test_phrases_split_anywhere_across_lines_and_spaces_are_blocked() -> None:
@@ -176,9 +178,9 @@ def test_a_whole_answer_with_a_blocked_term_keeps_the_safe_text() -> None:
 
 def test_a_card_split_in_two_reads_is_redacted() -> None:
     output_guard = guard(rule("cards", "payment_card", "redact", "output"))
-    first, _ = output_guard.process_events(chat_event("pay 4111 1111 11"))
+    first = output_guard.on_events(chat_event("pay 4111 1111 11"))
     assert b"4111" not in first
-    second, _ = output_guard.process_events(chat_event("11 1111 now") + chat_event("", "stop"))
+    second = output_guard.on_events(chat_event("11 1111 now") + chat_event("", "stop"))
     assert streamed_text(parse_events(first + second)) == "pay [REDACTED:CARD] now"
 
 
@@ -268,7 +270,8 @@ def test_held_text_of_an_unfinished_choice_is_released_before_done() -> None:
 def test_usage_and_errors_pass_through() -> None:
     output_guard = guard(rule("mails", "email", "redact", "output"))
     error = b'data: {"error": {"message": "boom", "type": "x", "param": null, "code": 500}}\n\n'
-    out, blocked = output_guard.process_events(usage_event() + error)
+    out = output_guard.on_events(usage_event() + error)
+    blocked = output_guard.ended
     assert (out, blocked) == (usage_event() + error, False)
 
 
@@ -281,7 +284,7 @@ def test_each_rule_is_recorded_once_per_request_without_content() -> None:
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"object": "list", "data": []}'])
 def test_whole_bodies_without_choices_pass_through(body: bytes) -> None:
-    assert guard(rule("mails", "email", "redact", "output")).process_whole(body) is body
+    assert guard(rule("mails", "email", "redact", "output")).on_whole(body) is body
 
 
 def test_whole_completion_answers_are_rewritten() -> None:
@@ -294,7 +297,7 @@ def test_whole_completion_answers_are_rewritten() -> None:
             ]
         }
     )
-    choices = orjson.loads(output_guard.process_whole(body))["choices"]
+    choices = orjson.loads(output_guard.on_whole(body))["choices"]
     assert [choice["text"] for choice in choices] == ["to [REDACTED:EMAIL]", "none"]
 
 

@@ -49,6 +49,6 @@ def test_real_token_chunks_take_the_byte_path(
         rule("mails", "email", "redact", "output"),
     ).output_guard()
     assert guard is not None
-    out = b"".join(guard.process_events(event)[0] for event in events)
+    out = b"".join(guard.on_events(event) for event in events)
     assert streamed_text(parse_events(out)) == streamed_text(parse_events(b"".join(events)))
     assert out.endswith(b"data: [DONE]\n\n")

@@ -43,19 +43,19 @@ async def store(own_redis: OwnRedis) -> AsyncIterator[RedisStore]:
     await delete_prefixed_keys(own_redis.url, store.prefix)
 
 
-async def new_key(store: RedisStore) -> bytes:
-    """A key in the store; its Authorization header."""
+async def new_key(store: RedisStore) -> str:
+    """A key in the store; its secret."""
     tenant = make_tenant(f"outage-{secrets.token_hex(4)}")
     await store.create_tenant(tenant)
     secret = new_secret()
     key = replace(make_key(tenant.id), secret_hash=HASHER.hash(secret), allowed_models=None)
     await store.create_key(key)
-    return f"Bearer {secret}".encode()
+    return secret
 
 
-async def validated_key(store: RedisStore, authenticator: KeyAuthenticator) -> bytes:
+async def validated_key(store: RedisStore, authenticator: KeyAuthenticator) -> str:
     """A new key in the store, just validated (and so cached) by `authenticator`; its
-    Authorization header."""
+    secret."""
     known = await new_key(store)
     await authenticator.authenticate(known)
     return known
@@ -101,14 +101,14 @@ async def test_unknown_keys_get_503_not_401_while_redis_is_down(
     with own_redis.killed():
         for _ in range(3):
             with pytest.raises(GatewayError) as caught:
-                await authenticator.authenticate(f"Bearer {new_secret()}".encode())
+                await authenticator.authenticate(new_secret())
             assert caught.value.status == 503
         # not a gateway key at all: no store needed to refuse it
         with pytest.raises(GatewayError) as caught:
-            await authenticator.authenticate(b"Bearer not-a-key")
+            await authenticator.authenticate("not-a-key")
         assert caught.value.status == 401
     with pytest.raises(GatewayError) as caught:
-        await authenticator.authenticate(f"Bearer {new_secret()}".encode())
+        await authenticator.authenticate(new_secret())
     assert caught.value.status == 401  # Redis is back: really unknown
 
 
@@ -143,6 +143,6 @@ async def test_a_flood_of_invalid_keys_never_evicts_valid_ones(
     known = await validated_key(store, authenticator)
     for _ in range(3000):  # three times what the cache holds, all looked up in the store
         with pytest.raises(GatewayError):
-            await authenticator.authenticate(f"Bearer {new_secret()}".encode())
+            await authenticator.authenticate(new_secret())
     with own_redis.frozen():  # so the valid key can only come from the fresh cache
         assert (await authenticator.authenticate(known)).key.tenant_id

@@ -1,4 +1,5 @@
-"""One suite for both stores: whatever a test asserts holds for Redis and for SQLite alike."""
+"""One suite for both stores: whatever a test asserts holds for SQLite and for Redis alike, on
+one Redis server, under Sentinel and on a Cluster."""
 
 from __future__ import annotations
 
@@ -10,25 +11,25 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from gateway.tenancy.models import ApiKey, AuditEntry, Limits, ModelRoute, Tenant
 from gateway.tenancy.redis_store import RedisStore
 from gateway.tenancy.sqlite_store import SqliteStore
 from gateway.tenancy.store import Conflict, InvalidationHandler, NotFound, Store
 from tests.fixtures.redis import isolated_redis_store
+from tests.fixtures.redis_topologies import TOPOLOGIES, kill_clients_named, topology_url
 
 T0 = 1_700_000_000.123456
 
 
-@pytest_asyncio.fixture(params=["sqlite", "redis"], loop_scope="function")
+@pytest_asyncio.fixture(params=["sqlite", *TOPOLOGIES], loop_scope="function")
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         sqlite_store = SqliteStore(tmp_path / "tenancy.db")
         yield sqlite_store
         await sqlite_store.close()
     else:
-        async with isolated_redis_store(request.getfixturevalue("redis_url")) as redis_store:
+        async with isolated_redis_store(topology_url(request, request.param)) as redis_store:
             yield redis_store
 
 
@@ -36,7 +37,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def twin(store: Store, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     """A second instance on the same data, as another gateway process would open it."""
     if isinstance(store, RedisStore):
-        other: Store = RedisStore(request.getfixturevalue("redis_url"), prefix=store.prefix)
+        other: Store = RedisStore(store.url, prefix=store.prefix)
     else:
         assert isinstance(store, SqliteStore)
         other = SqliteStore(store.path)
@@ -359,17 +360,16 @@ async def test_async_handlers_are_awaited(store: Store) -> None:
 
 
 async def test_redis_listener_resubscribes_and_notifies_after_losing_its_connection(
-    redis_store: RedisStore, redis_url: str
+    redis_topology_url: str,
 ) -> None:
     heard = asyncio.Event()
-    async with listening(redis_store, heard.set):
+    async with (
+        isolated_redis_store(redis_topology_url) as redis_store,
+        listening(redis_store, heard.set),
+    ):
         await publish_until_heard(redis_store, heard)
         heard.clear()
-        async with aioredis.from_url(redis_url) as admin:
-            clients = await admin.client_list()
-            listeners = [c for c in clients if c["name"] == redis_store.listener_name]
-            assert len(listeners) == 1
-            await admin.client_kill_filter(_id=listeners[0]["id"])
+        assert await kill_clients_named(redis_topology_url, redis_store.listener_name) == 1
         # Nothing is published: only the re-subscription may call the handler now.
         await asyncio.wait_for(heard.wait(), timeout=15)
         heard.clear()

@@ -1,10 +1,11 @@
-"""The ledger's two stores, each with a way to make it fail, for one parametrized suite.
+"""The ledger's two stores, each with a way to make it fail, for one parametrized suite; and
+requests as the app hands them to the ledger.
 
 Redis is a redis-server of this module's own (from tests/fixtures/redis.py), so tests may stop
 and restart it by PID, or freeze it, without disturbing anyone else's Redis; each test writes
 under a fresh prefix. SQLite is a file per test; its outage is another connection holding the
-file's write lock. `Clock` sets the ledger's time, so tests choose which UTC day a request
-falls on.
+file's write lock. Each ledger's log is in a directory of the test's own. `Clock` sets the
+ledger's time, so tests choose which UTC day a request falls on.
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ from typing import Any
 
 import pytest
 
+from gateway.core.asgi import Message
+from gateway.core.context import RequestContext
 from gateway.usage.backend import UsageBackend
-from gateway.usage.ledger import UsageLedger
+from gateway.usage.ledger import Delivery, UsageLedger
 from gateway.usage.redis_backend import RedisUsageBackend
 from gateway.usage.sqlite_backend import SqliteUsageBackend
+from gateway.usage.wal import WriteAheadLog
 from tests.fixtures.redis import OwnRedis
 
 # Short, so that a frozen Redis or a locked file fails a flush quickly.
 STORE_TIMEOUT_S = 0.3
+FSYNC_INTERVAL_S = 0.005
 DAY_1, DAY_2, DAY_3 = "2030-01-01", "2030-01-02", "2030-01-03"
+CHAT = "/v1/chat/completions"
 
 
 def noon(day: str) -> float:
@@ -51,6 +57,60 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
         yield server
 
 
+def inference(
+    tenant_id: str | None,
+    key_id: str | None,
+    model: str | None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    status: int = 200,
+    **context: Any,
+) -> RequestContext:
+    """A request as the pipeline leaves it: who, which model, its usage and status."""
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    context.setdefault("request_id", uuid.uuid4().hex)
+    return RequestContext(
+        endpoint=CHAT,
+        tenant_id=tenant_id,
+        key_id=key_id,
+        public_model=model,
+        usage=usage if prompt_tokens or completion_tokens else None,
+        status=status,
+        **context,
+    )
+
+
+async def _nowhere(message: Message) -> None:
+    pass
+
+
+def finish(ledger: UsageLedger, ctx: RequestContext, seconds: float = 0.01) -> Delivery:
+    """The request ended, nothing having been sent through its delivery."""
+    delivery = ledger.delivery(ctx, _nowhere)
+    ledger.finished(delivery, seconds)
+    return delivery
+
+
+def record(ledger: UsageLedger, *args: Any, **context: Any) -> None:
+    """`inference(*args, **context)`, finished."""
+    finish(ledger, inference(*args, **context))
+
+
+async def answer_starts(ledger: UsageLedger, ctx: RequestContext) -> Delivery:
+    """The answer's start sent through the request's delivery."""
+    delivery = ledger.delivery(ctx, _nowhere)
+    await delivery({"type": "http.response.start", "status": ctx.status, "headers": []})
+    return delivery
+
+
+async def events_sent(delivery: Delivery) -> None:
+    await delivery({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
+
+
+def new_ledger(backend: UsageBackend, wal_dir: Path, **options: Any) -> UsageLedger:
+    return UsageLedger(backend, WriteAheadLog(wal_dir, FSYNC_INTERVAL_S), **options)
+
+
 @dataclass
 class LedgerStore:
     """One store for the ledger: new backends on the same data, and an outage of it."""
@@ -58,11 +118,13 @@ class LedgerStore:
     name: str
     open_backend: Callable[[], UsageBackend]
     outage: Callable[[], AbstractContextManager[None]]
+    wal_dir: Path
 
     @asynccontextmanager
     async def opened(self, **options: Any) -> AsyncIterator[UsageLedger]:
-        """A ledger on a new backend, closed (so flushed) when the block ends."""
-        ledger = UsageLedger(self.open_backend(), **options)
+        """A started ledger on a new backend, closed (so flushed) when the block ends."""
+        ledger = new_ledger(self.open_backend(), self.wal_dir, **options)
+        await ledger.start()
         try:
             yield ledger
         finally:
@@ -81,25 +143,29 @@ def write_locked(path: Path) -> Iterator[None]:
         holder.close()
 
 
-def redis_ledger_store(own_redis: OwnRedis) -> LedgerStore:
+def redis_ledger_store(own_redis: OwnRedis, wal_dir: Path) -> LedgerStore:
     """The module's own Redis, under a fresh prefix; its outage: stopped and restarted."""
     prefix = f"test-{uuid.uuid4().hex}:"
     return LedgerStore(
         "redis",
         lambda: RedisUsageBackend(own_redis.url, prefix, STORE_TIMEOUT_S),
         own_redis.down,
+        wal_dir,
     )
 
 
-def sqlite_ledger_store(path: Path) -> LedgerStore:
+def sqlite_ledger_store(path: Path, wal_dir: Path) -> LedgerStore:
     """A SQLite file; its outage: another connection holding the write lock."""
     return LedgerStore(
-        "sqlite", lambda: SqliteUsageBackend(path, STORE_TIMEOUT_S), lambda: write_locked(path)
+        "sqlite",
+        lambda: SqliteUsageBackend(path, STORE_TIMEOUT_S),
+        lambda: write_locked(path),
+        wal_dir,
     )
 
 
 @pytest.fixture(params=["redis", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerStore:
     if request.param == "redis":
-        return redis_ledger_store(request.getfixturevalue("own_redis"))
-    return sqlite_ledger_store(tmp_path / "gateway.db")
+        return redis_ledger_store(request.getfixturevalue("own_redis"), tmp_path / "wal")
+    return sqlite_ledger_store(tmp_path / "gateway.db", tmp_path / "wal")

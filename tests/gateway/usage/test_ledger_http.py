@@ -65,8 +65,8 @@ def usage_report(gateway: Gateway, **params: str) -> dict[str, Any]:
     response = gateway.admin("GET", "/usage", params=params)
     assert response.status_code == 200, (
         f"GET /admin/v1/usage answered {response.status_code} {response.text[:200]}: is the "
-        "ledger wired into the gateway (attach_usage, ledger.record at the end of each request, "
-        "ledger.run in the lifespan)?"
+        "ledger wired into the gateway (AdminState.ledger, ledger.record at the end of each "
+        "request, ledger.run in the lifespan)?"
     )
     return response.json()
 

@@ -17,27 +17,27 @@ import pytest
 
 from gateway.admin.cli import ADMIN_KEY_ENV, URL_ENV
 from gateway.admin.usage_cli import add_commands
-from gateway.usage.ledger import UsageLedger
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from tests.fixtures.gateway import ADMIN_KEY
 from tests.fixtures.processes import PYTHON, ServerProcess, free_port, running_server
-from tests.gateway.usage.conftest import DAY_1, DAY_2, DAY_3, Clock, noon
+from tests.gateway.usage.conftest import DAY_1, DAY_2, DAY_3, Clock, new_ledger, noon, record
 
 COUNTERS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "rejected"]
 
 
 async def fill_ledger(path: Path) -> None:
     clock = Clock(DAY_1)
-    ledger = UsageLedger(SqliteUsageBackend(path), clock=clock)
-    ledger.record("t1", "k1", "m1", 10, 5, 200)
-    ledger.record("t1", "k1", "m1", 20, 10, 200)
-    ledger.record("t1", "k2", "m2", 0, 0, 429)
-    ledger.record("t2", "k3", "m1", 3, 0, 500)
+    ledger = new_ledger(SqliteUsageBackend(path), path.with_name("wal"), clock=clock)
+    await ledger.start()
+    record(ledger, "t1", "k1", "m1", 10, 5, 200)
+    record(ledger, "t1", "k1", "m1", 20, 10, 200)
+    record(ledger, "t1", "k2", "m2", 0, 0, 429)
+    record(ledger, "t2", "k3", "m1", 3, 0, 500)
     clock.now = noon(DAY_2)
-    ledger.record("t1", "k1", "m1", 1, 1, 200)
-    ledger.record("t1", "k1", None, 0, 0, 404)
+    record(ledger, "t1", "k1", "m1", 1, 1, 200)
+    record(ledger, "t1", "k1", None, 0, 0, 404)
     clock.now = noon(DAY_3)
-    ledger.record("t2", "k3", "m2", 100, 50, 200)
+    record(ledger, "t2", "k3", "m2", 100, 50, 200)
     await ledger.close()
 
 

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.core.request import Endpoint, InferenceRequest
-from gateway.limits.estimate import (
-    MAX_TOKENS,
-    estimate_prompt_tokens,
-    estimate_tokens,
-    estimated_usage,
-    tokens_used,
-)
-from gateway.pipeline.body import parse_request
+from gateway.core.request import InferenceRequest
+from gateway.limits.estimate import MAX_TOKENS, estimated_usage, tokens_used
+from gateway.surfaces import ChatCompletions, Completions, Embeddings, Surface
+
+CHAT = ChatCompletions()
 
 
-def parsed(endpoint: Endpoint, **body: object) -> InferenceRequest:
-    return parse_request(endpoint, orjson.dumps({"model": "base", **body}))
+def parsed(surface: Surface, **body: object) -> InferenceRequest:
+    return surface.parse(orjson.dumps({"model": "base", **body}))
 
 
 def chat(content: object, **body: object) -> InferenceRequest:
-    return parsed(Endpoint.CHAT, messages=[{"role": "user", "content": content}], **body)
+    return parsed(CHAT, messages=[{"role": "user", "content": content}], **body)
+
+
+def estimate_prompt_tokens(request: InferenceRequest) -> int:
+    return CHAT.estimate_prompt_tokens(request)
 
 
 def test_chat_prompt_is_characters_over_four_plus_template_tokens() -> None:
@@ -35,21 +35,28 @@ def test_tools_and_tool_calls_count_as_text() -> None:
 
 
 def test_completion_part_is_the_most_the_request_may_generate() -> None:
-    assert estimate_tokens(chat("x" * 40, max_tokens=100), 1024) == 117
-    assert estimate_tokens(chat("x" * 40, max_completion_tokens=50, max_tokens=100), 1024) == 67
-    assert estimate_tokens(chat("x" * 40), 1024) == 17 + 1024
-    assert estimate_tokens(chat("x" * 40, max_tokens=100, n=3), 1024) == 17 + 300
+    assert CHAT.estimate_tokens(chat("x" * 40, max_tokens=100), 1024) == 117
+    assert (
+        CHAT.estimate_tokens(chat("x" * 40, max_completion_tokens=50, max_tokens=100), 1024) == 67
+    )
+    assert CHAT.estimate_tokens(chat("x" * 40), 1024) == 17 + 1024
+    assert CHAT.estimate_tokens(chat("x" * 40, max_tokens=100, n=3), 1024) == 17 + 300
 
 
 def test_completion_prompts_and_embeddings() -> None:
-    assert estimate_tokens(parsed(Endpoint.COMPLETIONS, prompt=[5, 6, 7], max_tokens=10), 0) == 13
-    assert estimate_tokens(parsed(Endpoint.COMPLETIONS, prompt="x" * 8, max_tokens=0), 0) == 3
-    embedding = parsed(Endpoint.EMBEDDINGS, input=["x" * 8, "y" * 4])
-    assert estimate_tokens(embedding, 1024) == (1 + 2) + (1 + 1)
+    assert (
+        Completions().estimate_tokens(parsed(Completions(), prompt=[5, 6, 7], max_tokens=10), 0)
+        == 13
+    )
+    assert (
+        Completions().estimate_tokens(parsed(Completions(), prompt="x" * 8, max_tokens=0), 0) == 3
+    )
+    embedding = parsed(Embeddings(), input=["x" * 8, "y" * 4])
+    assert Embeddings().estimate_tokens(embedding, 1024) == (1 + 2) + (1 + 1)
 
 
 def test_absurd_max_tokens_stays_a_small_integer() -> None:
-    assert estimate_tokens(chat("hi", max_tokens=2**63 - 1), 1024) == MAX_TOKENS
+    assert CHAT.estimate_tokens(chat("hi", max_tokens=2**63 - 1), 1024) == MAX_TOKENS
 
 
 def test_settled_count_prefers_the_upstream_usage() -> None:
