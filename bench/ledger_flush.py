@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from gateway.core.asgi import Message, Send
 from gateway.core.context import RequestContext
+from gateway.settings import UsageSettings
 from gateway.usage.backend import UsageBackend
 from gateway.usage.ledger import UsageLedger
 from gateway.usage.redis_backend import RedisUsageBackend
@@ -42,7 +43,7 @@ FLUSHES = 20
 REQUESTS = 20_000
 REPEATS = 5
 STREAM_EVENTS = 16
-FSYNC_INTERVAL_S = 0.005
+FSYNC_INTERVAL_S = UsageSettings().wal_fsync_interval_s  # the gateway's default
 USAGE = {"prompt_tokens": 120, "completion_tokens": 16, "total_tokens": 136}
 START: Message = {"type": "http.response.start", "status": 200, "headers": []}
 EVENT: Message = {"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True}

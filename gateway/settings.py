@@ -168,7 +168,7 @@ class UsageSettings(BaseModel):
         "process; unset: `<sqlite_path>.usage-wal` beside the SQLite file",
     )
     wal_fsync_interval_s: float = Field(
-        0.005,
+        0.05,
         gt=0,
         description="group commit: the usage log is fsynced this often (a power cut loses at "
         "most this much; a killed process loses nothing); no request waits for it",

@@ -7,7 +7,7 @@ usage/wal.py) before the bytes that could deliver the answer leave: when a whole
 (its usage is known by then) and, for a stream, when vLLM's usage is first known (before the
 usage chunk or [DONE] leaves); that write is one os.write into the page cache. The entries
 nothing waits for (a stream's start, and every final record) are buffered and go out with the
-next such write, or within the log's group commit interval. So a request costs one system call
+next such write, or within BUFFER_WRITE_S. So a request costs one system call
 and a few microseconds, with no store round trip and no fsync on its path; a kill -9 can lose
 only buffered entries, whose requests are then stored from their provisional record (aborted),
 or, for one that never answered, not at all.
@@ -49,6 +49,9 @@ from gateway.usage.wal import FINAL, PROVISIONAL, Backlog, WriteAheadLog, record
 logger = logging.getLogger("gateway.usage")
 
 LOG_INTERVAL_S = 60.0
+# How long a buffered entry (a final record, a stream's start) waits at most for the next
+# write (a loop timer: no thread wakes for it).
+BUFFER_WRITE_S = 0.005
 # Records per store write: one SQLite transaction (its lock held about 20 ms), or one pipeline
 # of Redis scripts.
 WRITE_RECORDS = 1000
@@ -199,12 +202,10 @@ class UsageLedger:
         )
 
     def _buffer(self, entry: bytes) -> None:
-        """An entry nothing waits for: out with the next write, at the latest after the log's
-        group commit interval."""
+        """An entry nothing waits for: out with the next write, at the latest BUFFER_WRITE_S
+        from now."""
         if self._wal.buffer(entry):
-            self._buffer_write = asyncio.get_running_loop().call_later(
-                self._wal.fsync_interval_s, self._write
-            )
+            self._buffer_write = asyncio.get_running_loop().call_later(BUFFER_WRITE_S, self._write)
 
     def _write(self, entry: bytes = b"") -> None:
         """The buffer and `entry` into the log now. What it cannot take: final entries wait in

@@ -38,10 +38,14 @@ READ_PIPELINE_COMMANDS = 1000
 # Records per script: at most about 4 ms inside Redis (each record a row of its own; far less
 # with the few rows of real traffic), short enough not to stall the limiter's calls.
 BATCH_RECORDS = 200
+# A day's records hash expires this long after its last write: Redis memory stays bounded
+# (about 300 bytes a request) until the ledger's retention setting lands; the daily rows,
+# which the usage API reads, are kept.
+RECORD_RETENTION_S = 35 * 86400
 
 STORE_RECORDS = """
 -- KEYS[1]: the days index
--- ARGV[1]: JSON, {counters: [name],
+-- ARGV[1]: JSON, {counters: [name], retention_s: seconds,
 --   rows: [[records hash, counters hash, entries set, entry, tenants set, tenant, day, ordinal]],
 --   records: [[row number, counter values...]]}
 -- ARGV[2 + 2i], ARGV[3 + 2i]: record i's id and JSON (apart: not parsed here)
@@ -62,6 +66,7 @@ for i, record in ipairs(batch.records) do
 end
 for row, sums in pairs(added) do
   local names = batch.rows[row]
+  redis.call('EXPIRE', names[1], batch.retention_s)
   redis.call('ZADD', KEYS[1], names[8], names[7])
   redis.call('SADD', names[5], names[6])
   redis.call('SADD', names[3], names[4])
@@ -125,7 +130,12 @@ class RedisUsageBackend:
                 )
             counts.append([row, *record.counts().values()])
             stored += (record.record_id, record.to_json())
-        batch = {"counters": COUNTER_FIELDS, "rows": rows, "records": counts}
+        batch = {
+            "counters": COUNTER_FIELDS,
+            "retention_s": RECORD_RETENTION_S,
+            "rows": rows,
+            "records": counts,
+        }
         return [orjson.dumps(batch), *stored]
 
     async def read(self, usage_filter: UsageFilter) -> list[tuple[UsageKey, UsageCounts]]:

@@ -20,10 +20,9 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.usage.ledger import UsageLedger
+from gateway.usage.ledger import BUFFER_WRITE_S, UsageLedger
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from tests.gateway.usage.conftest import (
-    FSYNC_INTERVAL_S,
     answer_starts,
     events_sent,
     inference,
@@ -45,7 +44,7 @@ async def main(database: Path, wal_dir: Path) -> None:
     await answer_starts(ledger, stream)
     await ledger.flush()
     await answered(ledger, "done-and-logged")
-    await asyncio.sleep(10 * FSYNC_INTERVAL_S)
+    await asyncio.sleep(10 * BUFFER_WRITE_S)
     with_usage = inference("t1", "k1", "m1", stream=True, request_id="stream-with-usage")
     delivery = await answer_starts(ledger, with_usage)
     with_usage.usage = {"prompt_tokens": 7, "completion_tokens": 3}

@@ -15,6 +15,7 @@ from gateway.usage.backend import RecordFilter, UsageBackend, UsageFilter
 from gateway.usage.counts import UsageCounts, UsageKey
 from gateway.usage.ledger import WRITE_RECORDS, UsageLedger
 from gateway.usage.records import UsageRecord
+from gateway.usage.redis_backend import RECORD_RETENTION_S, RedisUsageBackend
 from gateway.usage.report import summarize
 from gateway.usage.wal import WriteAheadLog
 from tests.gateway.usage.conftest import (
@@ -396,3 +397,21 @@ async def test_a_redis_flush_is_one_command(own_redis: OwnRedis, tmp_path: Path)
     increments = [c for c in commands if c["command"].startswith("HINCRBY")]
     assert len(increments) == 30 * 3  # 30 rows; requests, prompt and completion tokens
     assert len([c for c in commands if c["command"].startswith("HSETNX")]) == 60
+
+
+async def test_redis_records_expire_and_the_daily_rows_stay(own_redis: OwnRedis) -> None:
+    """Per-request records would grow Redis without bound: each day's records hash expires
+    RECORD_RETENTION_S after its last write; the daily counts the usage API reads do not."""
+    backend = RedisUsageBackend(own_redis.url, "retention-test:")
+    client = aioredis.from_url(own_redis.url)
+    try:
+        await backend.write([a_record("r1", 3, 4)])
+        records_key = f"retention-test:usage-records:{DAY_1}:t1"
+        ttl = await client.ttl(records_key)
+        assert 0 < ttl <= RECORD_RETENTION_S
+        rows = [key async for key in client.scan_iter("retention-test:usage:*")]
+        assert rows and all([await client.ttl(key) == -1 for key in rows])
+    finally:
+        await client.delete(*[key async for key in client.scan_iter("retention-test:*")])
+        await client.aclose()
+        await backend.close()
