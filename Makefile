@@ -60,6 +60,21 @@ docs-config: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench.run
 
+# The client matrix (bench/clients): openai, openai-agents, LangChain, anthropic, LiteLLM,
+# llama-index, instructor and pydantic-ai calls against real vLLM CPU direct, the gateway at
+# 213829b and this tree's gateway; writes bench/results/clients.md and .json. The clients get
+# a venv of their own.
+CLIENTS_VENV := .venv-clients
+$(CLIENTS_VENV)/.installed: bench/clients/requirements.txt bench/clients/requirements-nodeps.txt
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install -q -r bench/clients/requirements.txt
+	$(CLIENTS_VENV)/bin/pip install -q --no-deps -r bench/clients/requirements-nodeps.txt
+	touch $@
+
+.PHONY: clients-matrix
+clients-matrix: $(VENV)/.installed $(VLLM_VENV)/.installed $(CLIENTS_VENV)/.installed
+	$(CLIENTS_VENV)/bin/python -m bench.clients
+
 # A long randomized run of the admin API's property-based test (`make test` runs a short,
 # fixed one): FUZZ_EXAMPLES per operation, and it passes only if no request got a 5xx.
 FUZZ_EXAMPLES ?= 2000
@@ -67,3 +82,12 @@ FUZZ_EXAMPLES ?= 2000
 fuzz-admin: $(VENV)/.installed
 	ADMIN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest -q -rP \
 		tests/gateway/admin/test_schemathesis.py
+
+# The ledger's kill -9 test at random moments (`make test` runs one fixed-seed run): KILL9_RUNS
+# kills, each with a fresh random seed it prints, so a failure re-runs with
+# LEDGER_KILL9_SEED=<that seed> LEDGER_KILL9_RUNS=1.
+KILL9_RUNS ?= 20
+.PHONY: chaos-ledger
+chaos-ledger: $(VENV)/.installed
+	LEDGER_KILL9_RUNS=$(KILL9_RUNS) LEDGER_KILL9_SEED=random $(VENV)/bin/python -m pytest -s \
+		tests/chaos/test_ledger_kill9.py

@@ -30,8 +30,8 @@ from pathlib import Path
 import aiohttp
 
 from bench import gateway_tenant, leaks, machine
+from bench.processes import ServerProcess, free_port, running_server
 from bench.servers import MODEL, set_token_delay, stop_on_sigterm
-from tests.fixtures.processes import ServerProcess, free_port, running_server
 
 RESULTS_PATH = Path(__file__).with_name("results") / "disconnects.md"
 RSS_BAND_PCT = 5.0

@@ -18,6 +18,12 @@ the stand-in at once, and the rest wait. Three runs share one arrival schedule p
   defaults: the gateway's). The first-come-first-served run is a FairQueue with one lane for
   everyone: a lone lane's share is the whole budget, so there the reserve never applies.
 
+`--through-gateways 1x4 2x1` adds, per shape, a no-noise and a noise run through real
+gateway processes (INSTANCES x WORKERS, on the Redis at 127.0.0.1:6379) with their fair queue
+on: the budget is then the deployment's, each process keeping its share (gateway/peers.py),
+and the requests of every tenant are spread over the instances (and, by the gateway, over the
+workers), as a load balancer would.
+
 TTFT is timed from each request's scheduled arrival (queueing included) to its first
 streamed event; requests arriving in the first `--warmup` seconds are not counted, so the
 noisy runs are measured once the overload has built up. Requests still waiting after
@@ -28,24 +34,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
 import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
 
+from bench.gateway_process import ACME_MODELS, Gateway, start_gateway
+from bench.processes import free_port, running_server
+from bench.redis_server import delete_prefixed_keys
 from gateway.core.errors import GatewayError
 from gateway.isolation.fair_queue import FairQueue, reserved_slots
+from gateway.peers import ANNOUNCE_INTERVAL_S
 from gateway.settings import FairQueueSettings
-from tests.fixtures.processes import free_port, running_server
 
 QUIET = ("quiet-1", "quiet-2", "quiet-3")
 NOISY = "noisy"
 FIFO_LANE = "everyone"
 RESULTS = Path(__file__).parent / "results"
+REDIS_URL = "redis://127.0.0.1:6379"
+Route = tuple[str, dict[str, str]]  # a request's URL and headers
+Routes = Callable[[str, int], Route]
 
 
 @dataclass(frozen=True)
@@ -98,9 +115,8 @@ def arrivals(load: Load, tenants: list[str]) -> list[tuple[float, str, int]]:
 
 async def one_request(
     session: aiohttp.ClientSession,
-    url: str,
-    queue: FairQueue,
-    lane: str,
+    route: Route,
+    slot: AbstractAsyncContextManager[object],
     tenant: str,
     arrival: float,
     started: float,
@@ -114,10 +130,13 @@ async def one_request(
         "ignore_eos": True,
         "stream": True,
     }
+    url, headers = route
     ttft = None
     try:
-        async with queue.slot(lane), session.post(url, json=body) as response:
-            response.raise_for_status()
+        async with slot, session.post(url, json=body, headers=headers) as response:
+            if response.status != 200:  # the gateway's queue timeout: 429
+                await response.read()
+                return Outcome(tenant, arrival - started, None)
             async for line in response.content:
                 if ttft is None and line.startswith(b"data:"):
                     ttft = loop.time() - arrival
@@ -126,7 +145,12 @@ async def one_request(
     return Outcome(tenant, arrival - started, ttft)
 
 
-async def run(url: str, load: Load, tenants: list[str], fair: bool) -> list[Outcome]:
+async def run(
+    routes: Routes, load: Load, tenants: list[str], fair: bool, queue_here: bool = True
+) -> list[Outcome]:
+    """`routes(tenant, n)`: where the n-th request goes. `queue_here`: the budget is a
+    FairQueue in this process (with one lane for everyone unless `fair`); else the gateways
+    behind the routes queue."""
     loop = asyncio.get_running_loop()
     queue = FairQueue(
         load.budget,
@@ -138,15 +162,57 @@ async def run(url: str, load: Load, tenants: list[str], fair: bool) -> list[Outc
     async with aiohttp.ClientSession(connector=connector) as session:
         started = loop.time() + 0.2
         tasks = []
-        for offset, tenant, tokens in arrivals(load, tenants):
+        for number, (offset, tenant, tokens) in enumerate(arrivals(load, tenants)):
             arrival = started + offset
             delay = arrival - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             lane = tenant if fair else FIFO_LANE
-            request = one_request(session, url, queue, lane, tenant, arrival, started, tokens)
+            slot = queue.slot(lane) if queue_here else contextlib.nullcontext()
+            route = routes(tenant, number)
+            request = one_request(session, route, slot, tenant, arrival, started, tokens)
             tasks.append(asyncio.create_task(request))
         return list(await asyncio.gather(*tasks))
+
+
+@contextlib.contextmanager
+def gateway_routes(upstream: str, load: Load, instances: int, workers: int) -> Iterator[Routes]:
+    """`instances` gateway processes of `workers` workers each, their fair queue on with the
+    load's budget as the deployment's, on one Redis (keys, limits and the count of
+    processes); each tenant's key; routes sending request n to instance n modulo the count."""
+    prefix = f"bench-fairness-{uuid.uuid4().hex[:8]}:"
+    settings = {
+        "server__workers": str(workers),
+        "store__redis_url": REDIS_URL,
+        "store__redis_prefix": prefix,
+        "auth__key_hash_secret": "bench-fairness-shared-secret",
+        "isolation__fair_queue__enabled": "true",
+        "isolation__fair_queue__max_in_flight": str(load.budget),
+        "isolation__fair_queue__queue_timeout_s": str(load.queue_timeout_s),
+        "isolation__fair_queue__reserved_share": str(load.reserved_share),
+        "isolation__fair_queue__active_window_s": str(load.active_window_s),
+        "observability__access_log": "false",
+    }
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-fairness-"))
+    gateways: list[Gateway] = []
+    try:
+        for index in range(instances):
+            gateways.append(start_gateway(upstream, log_dir, tenant=f"setup-{index}", **settings))
+        keys = {
+            tenant: gateways[0].new_tenant(f"{tenant}-{uuid.uuid4().hex[:6]}", ACME_MODELS)[1]
+            for tenant in [*QUIET, NOISY]
+        }
+        time.sleep(2 * ANNOUNCE_INTERVAL_S)  # every process has counted the others
+
+        def routes(tenant: str, number: int) -> Route:
+            gateway = gateways[number % len(gateways)]
+            return gateway.url + "/v1/completions", {"authorization": f"Bearer {keys[tenant]}"}
+
+        yield routes
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        asyncio.run(delete_prefixed_keys(REDIS_URL, prefix))
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -222,8 +288,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reserved-share", type=float, default=defaults.reserved_share)
     parser.add_argument("--active-window", type=float, default=defaults.active_window_s)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--through-gateways",
+        type=_instances_by_workers,
+        nargs="*",
+        default=[],
+        metavar="INSTANCESxWORKERS",
+        help="also run the fair queue in real gateway processes, e.g. 1x4 2x1 (on the Redis "
+        "at 127.0.0.1:6379, which counts the processes: the budget is divided between them)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "fairness")
     return parser.parse_args()
+
+
+def _instances_by_workers(text: str) -> tuple[int, int]:
+    instances, _, workers = text.partition("x")
+    return int(instances), int(workers or 1)
 
 
 def main() -> int:
@@ -255,9 +335,16 @@ def main() -> int:
     with running_server(argv, port, log_path) as standin:
         url = f"{standin.url}/v1/completions"
         for name, (tenants, fair) in plans.items():
-            outcomes = asyncio.run(run(url, load, tenants, fair))
+            outcomes = asyncio.run(run(lambda tenant, n: (url, {}), load, tenants, fair))
             runs[name] = summarize(outcomes, load)
             print(name, runs[name], flush=True)
+        for instances, workers in args.through_gateways:
+            shape = f"{instances} instance{'s' if instances > 1 else ''} x {workers} workers"
+            with gateway_routes(standin.url, load, instances, workers) as routes:
+                for name, tenants in (("no noise", list(QUIET)), ("noise", [*QUIET, NOISY])):
+                    outcomes = asyncio.run(run(routes, load, tenants, True, queue_here=False))
+                    runs[f"{name}, fair queue in the gateway, {shape}"] = summarize(outcomes, load)
+                    print(name, shape, runs[f"{name}, fair queue in the gateway, {shape}"])
     command = "python -m bench.fairness " + " ".join(sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(

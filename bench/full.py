@@ -52,10 +52,10 @@ from bench.goals import Goal
 from bench.loadgen import plain_load
 from bench.measures import PlainResult, StreamResult, tree_cpu_seconds
 from bench.phases import BenchSettings
+from bench.processes import REPO_ROOT
 from bench.report import number, ratio
 from bench.rss import tree_rss_kib
 from bench.servers import Target, set_token_delay, start_litellm, stop_on_sigterm
-from tests.fixtures.processes import REPO_ROOT
 
 RESULTS_DIR = Path(__file__).with_name("results")
 LABELS = {

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import REPO_ROOT, ServerProcess, free_port, running_server
+from bench.redis_server import delete_prefixed_keys
 from bench.servers import MODEL, Target
-from tests.fixtures.processes import REPO_ROOT, ServerProcess, free_port, running_server
-from tests.fixtures.redis import delete_prefixed_keys
 
 REDIS_URL = "redis://127.0.0.1:6379"
 ADAPTER = "bench-lora"

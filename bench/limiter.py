@@ -38,20 +38,20 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench.gateway_process import Gateway, start_gateway
 from bench.measures import percentile
-from gateway.limits import Limiter, open_limiter
-from gateway.settings import LimitsSettings, StoreSettings
-from gateway.surfaces import ChatCompletions
-from gateway.tenancy.auth import Principal
-from gateway.tenancy.models import ApiKey, Limits, Tenant
-from tests.fixtures.gateway import Gateway, start_gateway
-from tests.fixtures.redis import (
+from bench.processes import start_standin
+from bench.redis_server import (
     LOCAL_REDIS_URL,
     answers_ping,
     delete_prefixed_keys,
     start_redis_server,
 )
-from tests.fixtures.standin import start_standin
+from gateway.limits import Limiter, open_limiter
+from gateway.settings import LimitsSettings, StoreSettings
+from gateway.surfaces import ChatCompletions
+from gateway.tenancy.auth import Principal
+from gateway.tenancy.models import ApiKey, Limits, Tenant
 from vllm_server.standin import text as standin_text
 
 # Generous enough that nothing is refused during a run: the point is the work, not refusals.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.fixtures.processes import REPO_ROOT
+from bench.processes import REPO_ROOT
 
 VERSION = "1.105.7"
 VENV = REPO_ROOT / ".venv-litellm"

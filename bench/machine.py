@@ -9,7 +9,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.processes import REPO_ROOT
 
 
 def describe() -> dict[str, object]:

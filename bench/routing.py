@@ -32,20 +32,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import machine
+from bench.processes import ServerProcess, start_standin
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
 from gateway.core.context import RequestContext
 from gateway.replicas.replica import Replica
-from gateway.routing import Router
+from gateway.routing import ModelTarget, Router
 from gateway.settings import RoutingSettings, UpstreamSettings
+from gateway.tenancy.models import ModelRoute
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.http import HttpTransport
-from tests.fixtures.processes import ServerProcess
-from tests.fixtures.replicas import target
-from tests.fixtures.standin import start_standin
 
 RESULTS_DIR = Path(__file__).with_name("results")
 DECISION_TARGET_US = 50.0
+
+
+def target(adapter: str | None, base_model: str = "base") -> ModelTarget:
+    """What the gateway routes a request for `adapter` (None: the base model) as."""
+    return ModelTarget(adapter or base_model, ModelRoute(base_model, adapter))
 
 
 @dataclass(frozen=True)

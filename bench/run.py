@@ -44,8 +44,8 @@ from pathlib import Path
 
 from bench import goals, litellm_peer, loadgen, machine, report
 from bench.phases import BenchSettings, check_answers, run_all
+from bench.processes import REPO_ROOT
 from bench.servers import GatewayOptions, running_paths, stop_on_sigterm
-from tests.fixtures.processes import REPO_ROOT
 
 RESULTS_DIR = Path(__file__).with_name("results")
 _FULL_RSS_REQUESTS = 100_000

@@ -43,6 +43,7 @@ import orjson
 
 from bench import gateway_tenant, streams
 from bench.measures import tree_cpu_seconds
+from bench.processes import ServerProcess, free_port, running_server
 from bench.safety_corpus.build import DENY_TERMS, load
 from bench.safety_eval import version_line
 from bench.servers import Target, set_token_delay
@@ -51,7 +52,6 @@ from gateway.safety.events import SafetyEvents
 from gateway.safety.policy import PII_DETECTORS, PolicySpec
 from gateway.safety.runtime import CompiledPolicy, PolicyRuntime
 from gateway.surfaces import ChatCompletions
-from tests.fixtures.processes import ServerProcess, free_port, running_server
 
 RESULTS = Path(__file__).parent / "results" / "safety_cost.md"
 PROMPT_KBS = (1, 4, 16)

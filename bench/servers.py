@@ -17,7 +17,7 @@ from typing import NoReturn
 import httpx
 
 from bench import gateway_tenant, litellm_peer
-from tests.fixtures.processes import free_port, running_server
+from bench.processes import free_port, running_server
 
 MODEL = "base"
 

@@ -37,8 +37,13 @@ from pathlib import Path
 import aiohttp
 
 from bench import gateway_tenant, machine
-from tests.fixtures.processes import ServerProcess, free_port, running_server
-from tests.fixtures.workers import connections_per_worker, worker_pids
+from bench.processes import (
+    ServerProcess,
+    connections_per_worker,
+    free_port,
+    running_server,
+    worker_pids,
+)
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "base"

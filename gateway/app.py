@@ -22,7 +22,7 @@ from gateway.core.asgi import (
     Send,
     send_response,
 )
-from gateway.core.context import RequestContext
+from gateway.core.context import RequestContext, current_request
 from gateway.core.errors import (
     GatewayError,
     InternalServerError,
@@ -36,17 +36,23 @@ from gateway.isolation.fair_queue import FairQueue
 from gateway.isolation.upstream_fields import TenantIsolation
 from gateway.limits import open_limiter
 from gateway.models_api import MODELS_PREFIX, ModelsApi
-from gateway.observability import access_log, metrics
+from gateway.observability import access_log, metrics, tracing
 from gateway.observability.exposition import metrics_handler
+from gateway.observability.tracing import RequestTrace, Tracing
+from gateway.peers import Peers, RedisPeers
 from gateway.pipeline import InferencePipeline
+from gateway.pipeline.background import BackgroundRuns
 from gateway.pipeline.relay import StreamDrain
 from gateway.pipeline.stages import request_stages
 from gateway.replicas.discovery import configured_urls
+from gateway.responses_api import RESPONSES_PREFIX, ResponsesApi
 from gateway.routing import Router
 from gateway.safety.engine import SafetyEngine
+from gateway.safety.events import note_on_request
 from gateway.settings import Settings, load_settings
 from gateway.stores import open_stores
 from gateway.surfaces import SURFACES
+from gateway.surfaces.responses_state import ResponseKeeper
 from gateway.tenancy.admin_keys import AdminAuth
 from gateway.tenancy.auth import KeyAuthenticator
 from gateway.tenancy.secrets import KeyHasher, server_secret
@@ -54,6 +60,7 @@ from gateway.upstream.base import Transport
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.http import HttpTransport
 from gateway.usage.ledger import Delivery, UsageLedger
+from gateway.usage.retention import RecordRetention
 
 Handler = Callable[[RequestContext, Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("gateway")
@@ -70,7 +77,7 @@ class GatewayApp:
             raise ValueError("no upstream: set upstream.url or upstream.replicas")
         self.settings = settings
         store_settings = settings.store
-        stores = open_stores(store_settings)
+        stores = open_stores(store_settings, settings.usage.record_retention_days)
         self.store = stores.keys
         secret = settings.auth.key_hash_secret
         key_hash_secret = server_secret(
@@ -83,8 +90,20 @@ class GatewayApp:
             self.store, hasher, settings.auth.key_cache_ttl_s, settings.auth.stale_key_window_s
         )
         guard = self.authenticator if settings.auth.enabled else None
-        self.limiter = open_limiter(settings.limits, store_settings)
+        workers = settings.server.workers
+        self.peers = (
+            RedisPeers(
+                store_settings.redis_url,
+                store_settings.redis_prefix,
+                store_settings.redis_timeout_s,
+                workers,
+            )
+            if store_settings.redis_url
+            else Peers.of_workers(workers)
+        )
+        self.limiter = open_limiter(settings.limits, store_settings, self.peers)
         self.ledger = UsageLedger.from_settings(stores.usage, settings.usage, store_settings)
+        retention = RecordRetention(stores.usage, settings.usage.record_retention_days)
         self.transport = transport or HttpTransport(settings.upstream)
         upstream = UpstreamClient(self.transport, settings.upstream.api_key)
         self.registry = stores.adapters
@@ -94,26 +113,41 @@ class GatewayApp:
             self.registry,
             settings.upstream.api_key,
             control_transport=transport,
+            processes=lambda: self.peers.count,
         )
         isolation = TenantIsolation.from_settings(settings.isolation, key_hash_secret)
         self.safety = SafetyEngine.from_settings(settings, stores.safety_policies, self.store)
         self.safety.events.subscribe(
             lambda event: metrics.safety_action(event.rule, event.direction, event.action)
         )
+        self.safety.events.subscribe(tracing.safety_action)
+        self.safety.events.subscribe(note_on_request)
+        self.tracing = Tracing(settings.tracing)
         drain = StreamDrain(settings.server.drain_timeout_s)
         fair_queue = settings.isolation.fair_queue
+        self.responses = stores.responses
+        kept = self.responses if settings.responses.store else None
+        keeper = ResponseKeeper(kept, settings.responses.retention_s)
+        background = BackgroundRuns(keeper)
         stages = request_stages(
-            isolation, self.safety, self.limiter, settings.limits.default_max_tokens
+            isolation, self.safety, keeper, self.limiter, settings.limits.default_max_tokens
         )
+        queue = FairQueue.from_settings(fair_queue) if fair_queue.enabled else None
+        if queue is not None:  # the budget is the deployment's: this process keeps its share
+            self.peers.subscribe(
+                lambda *_: queue.resize(self.peers.share(fair_queue.max_in_flight))
+            )
         pipeline = InferencePipeline(
             guard,
             stages,
-            FairQueue.from_settings(fair_queue) if fair_queue.enabled else None,
+            queue,
             isolation,
             router,
             upstream,
             drain,
+            background,
             settings.server.max_body_bytes,
+            settings.server.max_audio_bytes,
         )
         models = ModelsApi(guard, upstream, router)
         self._surfaces = {surface.path: surface for surface in SURFACES}
@@ -128,6 +162,7 @@ class GatewayApp:
         if serve_metrics is not None:
             self._routes[("GET", "/metrics")] = serve_metrics
         self._retrieve_model = models.retrieve
+        self._stored_responses = ResponsesApi(guard, keeper)
         self._paths = {path for _, path in self._routes}
         self._admin = create_admin_app(
             AdminState(
@@ -144,7 +179,9 @@ class GatewayApp:
         # Every component with a lifetime, in start order (closed in reverse): adding one is
         # adding it here (gateway/core/lifecycle.py).
         self._components: list[object] = [
+            self.tracing,  # closed last: it exports the spans of the requests that drained
             self.transport,
+            self.peers,
             self.store,
             self.registry,
             self.safety,
@@ -152,7 +189,10 @@ class GatewayApp:
             self.limiter,
             self.authenticator,
             self.ledger,
+            retention,
+            self.responses,
             drain,
+            background,  # closed first: runs cut short are stored as failed
         ]
         self._lifetime = contextlib.AsyncExitStack()
 
@@ -167,12 +207,19 @@ class GatewayApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = RequestContext.from_scope(scope)
+        current_request.set(ctx)  # this task's request, for what reports on it (safety events)
         # logs the request's usage record before the bytes that deliver its answer leave
         send = delivery = self.ledger.delivery(ctx, send)
         method, path = scope["method"], scope["path"]
         handler = self._routes.get((method, path))
         if handler is None and method == "GET" and path.startswith(MODELS_PREFIX):
             handler = self._retrieve_model
+        elif handler is None and path.startswith(RESPONSES_PREFIX):
+            handler = self._stored_responses
+        surface = self._surfaces.get(path)
+        trace = (
+            self.tracing.begin(ctx, scope, surface.name) if surface and method == "POST" else None
+        )
         try:
             if handler is None:
                 raise self._no_route(method, path)
@@ -180,7 +227,8 @@ class GatewayApp:
         except ClientDisconnected:
             ctx.status = CLIENT_CLOSED_REQUEST
         except GatewayError as error:
-            surface = self._surfaces.get(path)
+            if trace is not None:
+                trace.failed(error)
             status, body = (
                 surface.error_response(error) if surface else (error.status, error.body())
             )
@@ -196,12 +244,19 @@ class GatewayApp:
                 ctx.status = 500
                 await send_response(send, 500, failure.body(), ctx.response_headers())
         finally:
-            if ctx.endpoint:
-                self._observe(ctx, delivery)
+            if trace is not None:
+                trace.leave()
+            if ctx.detached is not None:  # a background response: it ends with its run
+                ctx.detached.add_done_callback(lambda _: self._observe(ctx, delivery, trace))
+            elif ctx.endpoint:
+                self._observe(ctx, delivery, trace)
 
-    def _observe(self, ctx: RequestContext, delivery: Delivery) -> None:
-        """Every finished inference request, served or refused: metrics, log line, ledger."""
+    def _observe(self, ctx: RequestContext, delivery: Delivery, trace: RequestTrace | None) -> None:
+        """Every finished inference request, served or refused: span, metrics, log line,
+        ledger."""
         seconds = time.perf_counter() - ctx.started
+        if trace is not None:
+            trace.finish(ctx, seconds)
         metrics.observe_request(ctx, seconds)
         access_log.log_request(ctx, seconds)
         self.ledger.finished(delivery, seconds)

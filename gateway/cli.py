@@ -15,9 +15,12 @@ import uvicorn
 
 from gateway.admin.adapters_cli import add_commands as add_adapter_commands
 from gateway.admin.cli import add_commands
+from gateway.admin.reconcile_cli import add_commands as add_reconcile_commands
+from gateway.admin.records_cli import add_commands as add_record_commands
 from gateway.admin.usage_cli import add_commands as add_usage_commands
 from gateway.observability.exposition import metrics_process
 from gateway.observability.log_format import uvicorn_log_config
+from gateway.postgres.commands import add_commands as add_database_commands
 from gateway.quickstart import new_admin_key, provision_demo_when_up, standin_upstream
 from gateway.settings import CONFIG_ENV_VAR, Settings, load_settings
 from gateway.workers import serve_workers
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)
     add_adapter_commands(sub)
     add_usage_commands(sub)
+    add_record_commands(sub)
+    add_reconcile_commands(sub)
+    add_database_commands(sub)
     args = parser.parse_args(argv)
     status: int = args.func(args)
     return status
@@ -92,6 +98,9 @@ def _run(settings: Settings) -> None:
         "loop": "uvloop",
         "http": "httptools",
         "access_log": False,
+        # a component failing to start (a database behind its migrations) stops the gateway;
+        # uvicorn's default, "auto", would serve without the app's components
+        "lifespan": "on",
         "log_config": uvicorn_log_config(settings.observability),
         "timeout_graceful_shutdown": math.ceil(settings.server.drain_timeout_s)
         + _CANCEL_AFTER_DRAIN_S,

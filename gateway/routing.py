@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.loader import AdapterLoader, AdapterLoadError
@@ -30,7 +31,7 @@ from gateway.replicas.discovery import Resolver, resolve_addresses
 from gateway.replicas.monitor import ReplicaMonitor
 from gateway.replicas.pool import ReplicaPool
 from gateway.replicas.replica import Replica
-from gateway.replicas.selection import routing_policy
+from gateway.replicas.selection import PrefixBlocks, routing_policy
 from gateway.settings import RoutingSettings
 from gateway.tenancy.models import ModelRoute
 from gateway.upstream.base import Transport, UpstreamResponse
@@ -75,7 +76,9 @@ class Router:
         api_key: str | None = None,
         resolve: Resolver = resolve_addresses,
         control_transport: Transport | None = None,
+        processes: Callable[[], int] = lambda: 1,
     ) -> None:
+        """`processes()`: how many gateway processes share the replicas (gateway/peers.py)."""
         self.settings = settings
         self.catalog = AdapterCatalog(registry)
         self._client = ReplicaClient(
@@ -89,7 +92,9 @@ class Router:
             self._client, settings, self.catalog.is_registered, self.loader.reapply
         )
         self.pool = ReplicaPool(replica_urls, self.monitor, settings.dns_refresh_s, resolve)
-        self._selector = routing_policy(settings, self.loader.capacity, self.catalog.is_registered)
+        self._selector = routing_policy(
+            settings, self.loader.capacity, self.catalog.is_registered, processes
+        )
         self._catalog_refresher: asyncio.Task[None] | None = None
 
     @property
@@ -120,10 +125,17 @@ class Router:
     async def _retire(self, record: AdapterRecord) -> None:
         await self.loader.retire(self.pool.replicas, record)
 
-    async def acquire(self, target: ModelTarget | None) -> Lease:
-        """A lease on the replica for `target` (None: any), its adapter loaded there."""
+    async def acquire(
+        self,
+        target: ModelTarget | None,
+        body: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> Lease:
+        """A lease on the replica for `target` (None: any), its adapter loaded there; the
+        request's parsed `body` and `tenant` let a prefix-aware policy find its prompt prefix."""
         record = await self._record(target)
-        return Lease(self, target, record, await self._place(target, record, []))
+        prefix = self._selector.prefix_of(tenant, body) if body is not None else ()
+        return Lease(self, target, record, await self._place(target, record, [], prefix))
 
     async def _record(self, target: ModelTarget | None) -> AdapterRecord | None:
         """The registry record of the target's adapter; None for the base model and for an
@@ -137,7 +149,11 @@ class Router:
         return record
 
     async def _place(
-        self, target: ModelTarget | None, record: AdapterRecord | None, exclude: list[Replica]
+        self,
+        target: ModelTarget | None,
+        record: AdapterRecord | None,
+        exclude: list[Replica],
+        prefix: PrefixBlocks = (),
     ) -> Replica:
         """Pick a replica, count the request on it, and load the adapter there if need be."""
         base_model = target.route.base_model if target is not None else None
@@ -145,7 +161,9 @@ class Router:
         path = record.path if record is not None else None
         failure: AdapterLoadError | None = None
         while True:
-            replica = self._selector.pick(self.pool.replicas, base_model, adapter, path, exclude)
+            replica = self._selector.pick(
+                self.pool.replicas, base_model, adapter, path, exclude, prefix
+            )
             if replica is None:
                 if failure is not None and record is not None:
                     raise _load_refused(target, record, failure)

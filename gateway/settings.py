@@ -31,6 +31,11 @@ class ServerSettings(BaseModel):
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
     drain_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: time in-flight streams get")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024,
+        gt=0,
+        description="the audio routes' multipart bodies (OpenAI's limit: 25 MiB); larger get 413",
+    )
     readyz_requires_stores: bool = Field(
         False,
         description="/readyz also answers 503 while a store (Redis, SQLite) is unavailable; off "
@@ -69,6 +74,12 @@ class StoreSettings(BaseModel):
         "server), redis+cluster://host:port,... (Cluster), redis+sentinel://host:port,.../"
         "service (Sentinel); unset: embedded SQLite file",
     )
+    postgres_url: str | None = Field(
+        None,
+        description="the durable stores (tenants, keys, audit log, adapters, safety policies, "
+        "usage) in Postgres, postgresql://user:password@host:port/database; Redis, when also "
+        "set, keeps the limiter's counters; migrate first: `vllm-gateway db migrate`",
+    )
     sqlite_path: Path = Field(Path("gateway.db"), description="the embedded store's file")
     redis_prefix: str = Field("vgw:", description="prefix of every Redis key the gateway writes")
     redis_timeout_s: float = Field(0.5, gt=0, description="no single Redis call waits longer")
@@ -92,7 +103,7 @@ class AuthSettings(BaseModel):
     key_hash_secret: SecretStr | None = Field(
         None,
         description="HMAC secret for stored key hashes; unset with SQLite: generated once and "
-        "kept in <sqlite_path>.secret; required with Redis (same on every instance)",
+        "kept in <sqlite_path>.secret; required with Redis or Postgres (same on every instance)",
     )
     key_cache_ttl_s: float = Field(10.0, gt=0, description="validated keys kept in memory")
     stale_key_window_s: float = Field(
@@ -167,11 +178,31 @@ class UsageSettings(BaseModel):
         "the store has it), a directory per store inside; keep it on a disk that outlives the "
         "process; unset: `<sqlite_path>.usage-wal` beside the SQLite file",
     )
+    record_retention_days: int = Field(
+        35,
+        ge=1,
+        description="a request's usage record is kept this many days after its UTC day (the "
+        "daily rows, which usage reports read, are kept): SQLite and Postgres delete older "
+        "ones in batches every hour, Redis expires them",
+    )
     wal_fsync_interval_s: float = Field(
         0.05,
         gt=0,
         description="group commit: the usage log is fsynced this often (a power cut loses at "
         "most this much; a killed process loses nothing); no request waits for it",
+    )
+
+
+class ResponsesSettings(BaseModel):
+    store: bool = Field(
+        True,
+        description="keep the responses of requests with `store: true` (the Responses API's "
+        "default) in the gateway's store, per tenant, so that GET /v1/responses/{id}, "
+        "input_items, previous_response_id and background work on every instance; off: "
+        "nothing is kept, and previous_response_id and background answer 400",
+    )
+    retention_s: float = Field(
+        30 * 86400.0, gt=0, description="a stored response is deleted this long after it was made"
     )
 
 
@@ -193,11 +224,49 @@ class ObservabilitySettings(BaseModel):
     )
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces: a span per request, carried into vLLM; each unset field falls
+    back to the standard OTEL_* environment variable its description names."""
+
+    endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP endpoint, e.g. http://tempo:4318 (spans go to <endpoint>/v1/"
+        "traces); unset: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "none set: tracing is off",
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="headers sent with every export (e.g. the collector's auth); empty: "
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS or OTEL_EXPORTER_OTLP_HEADERS",
+    )
+    service_name: str | None = Field(
+        None, description="service.name; unset: OTEL_SERVICE_NAME, else vllm-gateway"
+    )
+    resource_attributes: dict[str, str] = Field(
+        default_factory=dict, description="added to (and over) OTEL_RESOURCE_ATTRIBUTES"
+    )
+    sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="parent-based ratio: a client's sampled flag is followed, new traces are "
+        "sampled at this ratio; unset: OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else "
+        "parentbased_always_on",
+    )
+    capture_content: bool = Field(
+        False,
+        description="put the prompt and the answer on sampled spans, after the tenant's "
+        "safety policy redacted them",
+    )
+
+
 class RoutingSettings(BaseModel):
     """How requests spread over the replicas, and where LoRA adapters get loaded."""
 
-    policy: Literal["affinity", "round_robin"] = Field(
-        "affinity", description="affinity: prefer replicas that have the adapter, by load"
+    policy: Literal["affinity", "prefix", "round_robin"] = Field(
+        "affinity",
+        description="affinity: prefer replicas that have the adapter, by load; prefix: also "
+        "those the prompt's prefix was sent to (vLLM's prefix cache)",
     )
     health_interval_s: float = Field(2.0, gt=0, description="GET /health of each replica")
     health_timeout_s: float = Field(1.0, gt=0, description="the longest one /health check waits")
@@ -219,6 +288,15 @@ class RoutingSettings(BaseModel):
     )
     waiting_weight: float = Field(1.0, ge=0, description="per vllm:num_requests_waiting")
     kv_cache_weight: float = Field(4.0, ge=0, description="times vllm:kv_cache_usage_perc")
+    prefix_chars: int = Field(
+        8192, ge=0, description="prefix policy: of the prompt, characters hashed (16 blocks)"
+    )
+    prefix_miss_cost: float = Field(
+        8.0, ge=0, description="prefix policy: a replica without the prefix, as this many requests"
+    )
+    prefix_entries: int = Field(
+        100_000, ge=1, description="prefix policy: prefix blocks remembered per gateway process"
+    )
     load_timeout_s: float = Field(120.0, gt=0, description="one /v1/load_lora_adapter call")
     load_attempts: int = Field(3, ge=1, description="tries when loading fails transiently")
     registry_refresh_s: float = Field(5.0, gt=0, description="re-read the adapter registry")
@@ -229,7 +307,11 @@ class FairQueueSettings(BaseModel):
 
     enabled: bool = Field(False, description="hold requests over the budget in tenant queues")
     max_in_flight: int = Field(
-        64, ge=1, description="requests this gateway process sends to vLLM at once (per worker)"
+        64,
+        ge=1,
+        description="requests the deployment sends to vLLM at once, divided exactly between "
+        "its gateway processes (the workers of every instance, counted through Redis; "
+        "without Redis, this instance's workers)",
     )
     queue_timeout_s: float = Field(30.0, gt=0, description="the longest a request waits queued")
     on_timeout: int = Field(429, description="status answered after the timeout: 429 or 503")
@@ -305,10 +387,23 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     routing: RoutingSettings = RoutingSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    tracing: TracingSettings = TracingSettings()
     limits: LimitsSettings = LimitsSettings()
     usage: UsageSettings = UsageSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     safety: SafetySettings = SafetySettings()
     isolation: IsolationSettings = IsolationSettings()
+
+    @model_validator(mode="after")
+    def _shared_key_hash_secret(self) -> Settings:
+        """Instances sharing a Postgres database must hash keys alike (with Redis, the key
+        store checks it: gateway.tenancy.secrets)."""
+        if self.store.postgres_url and self.auth.key_hash_secret is None:
+            raise ValueError(
+                "auth.key_hash_secret (VLLM_GATEWAY_AUTH__KEY_HASH_SECRET) is required with "
+                "store.postgres_url"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -35,6 +35,7 @@ SECTION_PAGES = {
     "admin": "tenants.md",
     "routing": "routing.md",
     "observability": "operations/metrics.md",
+    "tracing": "operations/tracing.md",
     "limits": "limits.md",
     "usage": "usage.md",
     "safety": "safety.md",

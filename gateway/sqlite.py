@@ -43,6 +43,15 @@ class SqliteFile:
             self._users += 1
         return self
 
+    def add_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Add to `table` those of `columns` (name -> type) it lacks: a store's schema grown
+        since the file was made (CREATE TABLE IF NOT EXISTS leaves an old table as it is)."""
+        with self.transaction() as db:
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed when the block ends, rolled back if it raises."""

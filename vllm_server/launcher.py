@@ -79,6 +79,9 @@ class VllmConfig:
     port: int = 8000
     cpu_kv_cache_gib: int = 1
     scheduling_policy: SchedulingPolicy = "fcfs"  # "priority": requests' `priority` counts
+    # vLLM's OpenTelemetry spans (one per request, continuing the traceparent it is sent) go
+    # to this OTLP/HTTP traces URL, e.g. http://tempo:4318/v1/traces; None: no tracing
+    otlp_traces_endpoint: str | None = None
     extra_args: tuple[str, ...] = ()
     vllm_executable: str | None = None  # wins over `venv`
     venv: str | None = None  # else `vllm` next to the running python
@@ -157,6 +160,11 @@ def build_command(config: VllmConfig) -> LaunchCommand:
     if config.scheduling_policy != "fcfs":
         argv += ["--scheduling-policy", config.scheduling_policy]
     env = {"VLLM_NO_USAGE_STATS": "1"}
+    if config.otlp_traces_endpoint is not None:
+        argv += ["--otlp-traces-endpoint", config.otlp_traces_endpoint]
+        # vLLM exports over gRPC unless told otherwise; the gateway's collectors speak HTTP
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
+        env["OTEL_SERVICE_NAME"] = "vllm"  # else "unknown_service" beside the gateway's
     if config.device == "cpu":
         # CUDA graphs do not exist on CPU; the KV cache size is set in GiB by env, not flags.
         argv.append("--enforce-eager")
@@ -301,6 +309,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log", type=Path, help="vLLM's output (default: a file under /tmp)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds")
+    parser.add_argument(
+        "--otlp-traces-endpoint",
+        help="send vLLM's OpenTelemetry spans to this OTLP/HTTP traces URL "
+        "(e.g. http://127.0.0.1:4318/v1/traces)",
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -309,9 +322,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _config_from_args(args: argparse.Namespace) -> VllmConfig:
     if args.demo:
-        return demo_config(args.venv or default_venv(), args.port or 8000)
-    config = VllmConfig.from_yaml(args.config)
-    overrides = {"port": args.port, "venv": str(args.venv) if args.venv else None}
+        config = demo_config(args.venv or default_venv(), args.port or 8000)
+    else:
+        config = VllmConfig.from_yaml(args.config)
+    overrides = {
+        "port": args.port,
+        "venv": str(args.venv) if args.venv else None,
+        "otlp_traces_endpoint": args.otlp_traces_endpoint,
+    }
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class RunResult:
     itl_p50_ms: float
     itl_p99_ms: float
     lanes: list[dict[str, Any]] = field(default_factory=list)
+    # per request, where the client gives them: its id (x-request-id), when it was sent (wall
+    # clock, s) and its TTFT (ms; None when it failed): bench/gpu/timelines.py joins them with
+    # the gateway's access log
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -148,9 +153,14 @@ class BenchServeClient:
             for index, (path, lane, count) in enumerate(streams)
         ]
         results = asyncio.run(self._run_all([argv for _, argv in runs]))
+        prefixes = [_request_id_prefix(argv) for _, argv in runs]
         return {
             path: self._merged(
-                [result for (of, _), result in zip(runs, results, strict=True) if of == path]
+                [
+                    (prefix, result)
+                    for (of, _), prefix, result in zip(runs, prefixes, results, strict=True)
+                    if of == path
+                ]
             )
             for path in lanes
         }
@@ -159,8 +169,23 @@ class BenchServeClient:
         runs = [self._serve.main_async(self._parser.parse_args(argv)) for argv in argvs]
         return list(await asyncio.gather(*runs))
 
-    def _merged(self, results: list[dict[str, Any]]) -> RunResult:
+    def _merged(self, lane_results: list[tuple[str, dict[str, Any]]]) -> RunResult:
+        results = [result for _, result in lane_results]
         ttfts, gaps, output_tokens, starts, ends = [], [], 0, [], []
+        # `start_times` are this process's perf_counter(): to the wall clock of the logs
+        wall_offset = time.time() - time.perf_counter()
+        timings = [
+            {
+                # `vllm bench serve` numbers its requests in order, after the prefix
+                "id": f"{prefix}{index}",
+                "sent_s": start + wall_offset,
+                "ttft_ms": ttft * 1e3 if ttft > 0 else None,
+            }
+            for prefix, result in lane_results
+            for index, (start, ttft) in enumerate(
+                zip(result["start_times"], result["ttfts"], strict=True)
+            )
+        ]
         for result in results:
             # A request that failed, or got no chunk, has a TTFT of 0 and no gaps.
             for ttft, itl, tokens in zip(
@@ -184,6 +209,7 @@ class BenchServeClient:
             itl_p50_ms=percentile(gaps, 50) * 1e3,
             itl_p99_ms=percentile(gaps, 99) * 1e3,
             lanes=[_summary(result) for result in results],
+            timings=timings,
         )
 
 
@@ -229,6 +255,10 @@ class StreamsClient:
             itl_p50_ms=result.itl_median_ms,
             itl_p99_ms=result.itl_p99_ms,
         )
+
+
+def _request_id_prefix(argv: list[str]) -> str:
+    return next(item.split("=", 1)[1] for item in argv if item.startswith("--request-id-prefix="))
 
 
 def _authorization(lane: Lane) -> str | None:

@@ -14,7 +14,8 @@ which sequential runs cannot give: vLLM's own TTFT moved by 20% and more between
 runs back to back (bench/results/gpu-bench-sequential*.md). The direct path sends the same
 lanes with the adapter names the gateway would have routed to; every lane draws its own
 random prompts (its own seed), so the prefix cache favours neither. Each run also records what
-the servers saw (bench/gpu/server_side.py).
+the servers saw (bench/gpu/server_side.py) and, on the gateway path, where each request's TTFT
+went (bench/gpu/timelines.py: the client's timings joined with the gateway's access log).
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ import sys
 import time
 import traceback
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-
-import httpx
 
 from bench import machine
 from bench.goals import Goal
-from bench.gpu import report, server_side, tenants
+from bench.gpu import report, server_side, tenants, timelines
 from bench.gpu.clients import BenchServeClient, Lane, LoadClient, StreamsClient, Workload
 from bench.gpu.report import PathRun
 from bench.measures import tree_cpu_seconds
+from bench.processes import pid_alive, wait_until_ready
 
 _WARMUP = Workload(
     concurrency=16, prompts_per_stream=1, input_len=256, output_len=16, tokenizer="", seed=0
@@ -45,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     client = _first_client(args)
-    for url in (f"{args.upstream}/health", f"{args.gateway}/healthz"):
-        _wait_until_ready(url, args.wait_s)
+    servers = [
+        ("vLLM", f"{args.upstream}/health", args.upstream_pid, args.upstream_log),
+        ("the gateway", f"{args.gateway}/healthz", args.gateway_pid, args.gateway_log),
+    ]
+    for what, url, pid, log_path in servers:
+        _log(f"waiting for {url}")
+        wait_until_ready(url, args.wait_s, partial(pid_alive, pid), log_path, what, 1.0)
     made = tenants.provision(args.gateway, args.admin_key)
     paths = {
         "direct": [Lane(args.upstream, tenant.adapter, None) for tenant in made],
@@ -94,9 +100,17 @@ def _measure(
     runs = []
     for path, result in results.items():
         ours = path == "gateway"
+        timeline = None
+        if ours and args.gateway_log is not None and result.timings:
+            timeline = timelines.decompose(result.timings, args.gateway_log, start.log_offset)
         runs.append(
             PathRun(
-                path, load.concurrency, result, cpu_s if ours else None, servers if ours else shared
+                path,
+                load.concurrency,
+                result,
+                cpu_s if ours else None,
+                servers if ours else shared,
+                timeline,
             )
         )
         _log(
@@ -118,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gateway-pid", type=int, required=True, help="for the gateway's CPU seconds"
     )
+    parser.add_argument(
+        "--upstream-pid",
+        type=int,
+        required=True,
+        help="vLLM's: the wait for it ends when it exits",
+    )
+    parser.add_argument("--upstream-log", type=Path, help="vLLM's output: its tail if it dies")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument(
@@ -151,7 +172,12 @@ def _parser() -> argparse.ArgumentParser:
         default=15.0,
         help="length of each run when bench/streams.py sends the load (default 15)",
     )
-    parser.add_argument("--wait-s", type=float, default=600.0, help="for the servers to be up")
+    parser.add_argument(
+        "--wait-s",
+        type=float,
+        default=600.0,
+        help="for the servers to be up (a server that exits ends the wait at once)",
+    )
     parser.add_argument(
         "--context",
         action="append",
@@ -203,20 +229,6 @@ def _workload(args: argparse.Namespace, concurrency: int, seed: int) -> Workload
         tokenizer=args.tokenizer,
         seed=seed,
     )
-
-
-def _wait_until_ready(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    _log(f"waiting for {url}")
-    while True:
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")
-        time.sleep(1)
 
 
 def _context(

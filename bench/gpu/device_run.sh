@@ -23,7 +23,8 @@ cd "$(dirname "$0")/../.."
 REPO=$PWD
 DRY_RUN=${DRY_RUN:-0}
 
-log() { echo "$(date +%H:%M:%S)  $*"; }
+# shellcheck source=bench/gpu/common.sh
+source bench/gpu/common.sh
 
 free_port() {
     "$LOAD_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -37,14 +38,6 @@ stop_started() {
     done
 }
 trap stop_started EXIT
-
-# Start "$@" in its own session with output to LOG; print its PID.
-start_detached() {
-    local log_file=$1
-    shift
-    setsid nohup "$@" >"$log_file" 2>&1 </dev/null &
-    echo $!
-}
 
 if [[ $DRY_RUN == 1 ]]; then
     WORK=${WORK:-/tmp/gpu-bench-dry}
@@ -70,18 +63,7 @@ mkdir -p "$WORK" "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 
 if [[ $DRY_RUN != 1 ]]; then
-    log "joining the vllm wheel and installing the carried wheels into /tmp/site"
-    mkdir -p /tmp/ch
-    cp .gpu/call-*/vllm-part-* /tmp/ch/
-    wheel=$(awk '{print $2}' .gpu/small/vllm.sha256)
-    cat /tmp/ch/vllm-part-* >"/tmp/$wheel"
-    (cd /tmp && sha256sum -c "$REPO/.gpu/small/vllm.sha256")
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "/tmp/$wheel" .gpu/small/*.whl
-    export PYTHONPATH=/tmp/site
-    export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 \
-        TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    install_carried_wheels "$REPO"
 fi
 
 MODEL=$WORK/model
@@ -97,9 +79,11 @@ if [[ $DRY_RUN == 1 ]]; then
     lora_args=()
     for name in "${ADAPTERS[@]}"; do lora_args+=(--lora "$name=$MODEL/$name"); done
     log "starting the stand-in on port $UPSTREAM_PORT"
-    STARTED_PIDS+=("$(start_detached "$OUT/upstream.log" "$GATEWAY_PYTHON" -m vllm_server.cli \
+    UPSTREAM_LOG=$OUT/upstream.log
+    UPSTREAM_PID=$(start_detached_in "$REPO" "$UPSTREAM_LOG" "$GATEWAY_PYTHON" -m vllm_server.cli \
         standin --port "$UPSTREAM_PORT" --max-loras ${#ADAPTERS[@]} "${lora_args[@]}" \
-        --itl-ms "${DRY_ITL_MS:-5}")")
+        --itl-ms "${DRY_ITL_MS:-5}")
+    STARTED_PIDS+=("$UPSTREAM_PID")
     UPSTREAM_ARGS="stand-in, ${DRY_ITL_MS:-5} ms between tokens"
 else
     UPSTREAM_PORT=8000
@@ -115,9 +99,11 @@ else
     else
         log "starting vLLM (about 130 s to /health)"
         # Not stopped on exit: a later run on the same warm machine reuses it.
-        start_detached "$WORK/vllm.log" env VLLM_ALLOW_RUNTIME_LORA_UPDATING=True \
+        start_detached_in "$WORK" "$WORK/vllm.log" env VLLM_ALLOW_RUNTIME_LORA_UPDATING=True \
             python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" >"$WORK/vllm.pid"
     fi
+    UPSTREAM_PID=$(cat "$WORK/vllm.pid")
+    UPSTREAM_LOG=$WORK/vllm.log
 fi
 
 GATEWAY_PORT=$(free_port)
@@ -130,7 +116,7 @@ while IFS= read -r line; do
     [[ -z $line || $line == \#* ]] || gateway_env+=("$line")
 done <bench/gpu/gateway.env
 # From its own folder: on the GPU machine the gateway then runs from its installed wheel.
-GATEWAY_PID=$(cd "$WORK/gateway" && start_detached "$OUT/gateway.log" env \
+GATEWAY_PID=$(start_detached_in "$WORK/gateway" "$OUT/gateway.log" env \
     "${gateway_env[@]}" \
     VLLM_GATEWAY_ADMIN__KEYS="[\"$ADMIN_KEY\"]" \
     VLLM_GATEWAY_STORE__SQLITE_PATH="$WORK/gateway/gateway.db" \
@@ -146,6 +132,7 @@ status=0
 "$LOAD_PYTHON" -m bench.gpu.compare \
     --upstream "http://127.0.0.1:$UPSTREAM_PORT" --gateway "http://127.0.0.1:$GATEWAY_PORT" \
     --admin-key "$ADMIN_KEY" --tokenizer "$MODEL/base" --gateway-pid "$GATEWAY_PID" \
+    --upstream-pid "$UPSTREAM_PID" --upstream-log "$UPSTREAM_LOG" \
     --out-dir "$OUT" --concurrency $CONCURRENCY --prompts-per-stream "$PROMPTS_PER_STREAM" \
     --streams-seconds "${STREAMS_SECONDS:-15}" --repeats "${REPEATS:-2}" \
     --gateway-log "$OUT/gateway.log" \

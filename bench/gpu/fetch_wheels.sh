@@ -32,10 +32,13 @@ VLLM_SMALL=(
 )
 # For the gateway (pyproject.toml), beyond those and the image's aiohttp, httpx,
 # prometheus-client, pyyaml, uvloop, anyio, h11, click and annotated-doc; the versions are
-# the gateway venv's. redis is imported at start even with the SQLite store.
+# the gateway venv's. redis, re2, psycopg and OpenTelemetry's API and SDK are imported at start
+# even with the SQLite store and tracing off (the OTLP exporter only with tracing on).
 GATEWAY_SMALL=(
     httptools==0.9.0 orjson==3.13.0 pydantic_settings==2.16.3 python_dotenv==1.2.4
-    redis==8.1.0
+    redis==8.1.0 google_re2==1.1.20251105 psycopg==3.3.9 psycopg_binary==3.3.9
+    psycopg_pool==3.3.3 opentelemetry_api==1.45.2 opentelemetry_sdk==1.45.2
+    opentelemetry_semantic_conventions==0.66b2
 )
 PLATFORMS=(manylinux1_x86_64 manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_24_x86_64
     manylinux_2_26_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 manylinux_2_31_x86_64)

@@ -13,6 +13,7 @@ from statistics import mean
 from typing import Any
 
 from bench.goals import Goal
+from bench.gpu import timelines
 from bench.gpu.clients import RunResult
 
 THROUGHPUT_SHARE = 0.98
@@ -31,6 +32,7 @@ class PathRun:
     result: RunResult
     gateway_cpu_s: float | None  # None on the direct path of a paired run
     servers: dict[str, float | None] = field(default_factory=dict)  # bench/gpu/server_side.py
+    timeline: dict[str, Any] | None = None  # the gateway path's: bench/gpu/timelines.py
 
     @property
     def gateway_cpu_cores(self) -> float | None:
@@ -87,14 +89,17 @@ def write_all(
 
 
 def _raw_run(run: PathRun) -> dict[str, Any]:
+    result = asdict(run.result)
+    del result["timings"]  # per request: summarised in "timeline"
     return {
         "path": run.path,
         "concurrency": run.concurrency,
-        **asdict(run.result),
+        **result,
         "output_tokens_per_s": run.result.output_tokens_per_s,
         "gateway_cpu_s": run.gateway_cpu_s,
         "gateway_cpu_cores": run.gateway_cpu_cores,
         "servers": run.servers,
+        "timeline": run.timeline,
     }
 
 
@@ -166,6 +171,9 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
         "the upstream call) from its access log. The comparison averages each path's figures "
         "over the paired runs.",
         "",
+        *timelines.markdown(
+            [(run.concurrency, run.timeline) for run in runs if run.timeline is not None]
+        ),
         "## Targets",
         "",
         *(f"- {goal.line()}" for goal in goals),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.models import AdapterRecord
-from gateway.observability import metrics
+from gateway.observability import metrics, tracing
 from gateway.replicas.control import Answer, ReplicaClient, ReplicaUnreachable
 from gateway.replicas.replica import Replica
 from gateway.settings import RoutingSettings
@@ -81,7 +81,8 @@ class AdapterLoader:
             task = asyncio.create_task(self._load(replica, record))
             replica.loading[record.name] = task
             task.add_done_callback(lambda done: _forget(replica, record.name, done))
-        await asyncio.shield(task)
+        with tracing.span("gateway.adapter.load", {"gateway.upstream.adapter": record.name}):
+            await asyncio.shield(task)
 
     async def reapply(self, replica: Replica, lost: dict[str, str | None]) -> None:
         """After a restart: load back the registered adapters `replica` lost, the most recently

@@ -21,6 +21,7 @@ from gateway.adapters.ownership import check_tenant_routes
 from gateway.admin import ADMIN_PREFIX
 from gateway.admin.adapters_api import router as adapters_router
 from gateway.admin.console.router import router as console_router
+from gateway.admin.records_api import router as records_router
 from gateway.admin.safety_api import router as safety_router
 from gateway.admin.schemas import (
     DEFAULT_PAGE,
@@ -341,4 +342,5 @@ def create_admin_app(state: AdminState) -> AdminApp:
     app.include_router(console_router)
     app.include_router(safety_router)
     app.include_router(usage_router)
+    app.include_router(records_router)
     return app

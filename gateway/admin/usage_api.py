@@ -22,15 +22,22 @@ from gateway.admin.schemas import (
 from gateway.admin.state import AdminDep
 from gateway.core.errors import BadRequest
 from gateway.usage.backend import UsageFilter
-from gateway.usage.report import GROUP_COLUMNS, parse_group_by, report_csv, summarize
+from gateway.usage.report import (
+    DEFAULT_GROUP_BY,
+    GROUP_COLUMNS,
+    parse_group_by,
+    report_csv,
+    summarize,
+)
 
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
-ALL_GROUPS = ",".join(GROUP_COLUMNS)
+ALL_GROUPS = DEFAULT_GROUP_BY
 
 
 class UsageRow(BaseModel):
     """The grouped columns (only those), then the counters."""
 
+    month: str | None = Field(None, description="YYYY-MM, UTC: the monthly rollup")
     day: str | None = Field(None, description="YYYY-MM-DD, UTC")
     tenant_id: str | None = None
     key_id: str | None = None

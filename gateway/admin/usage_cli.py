@@ -19,7 +19,13 @@ from gateway.admin.cli import (
     _cell,
     _table,
 )
-from gateway.usage.report import COUNTER_COLUMNS, GROUP_COLUMNS, report_columns, report_csv
+from gateway.usage.report import (
+    COUNTER_COLUMNS,
+    DEFAULT_GROUP_BY,
+    GROUP_COLUMNS,
+    report_columns,
+    report_csv,
+)
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,8 +48,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     usage.add_argument("--to", dest="last_day", metavar="YYYY-MM-DD", help="last UTC day")
     usage.add_argument(
         "--group-by",
-        default=",".join(GROUP_COLUMNS),
-        help=f"comma list of {', '.join(GROUP_COLUMNS)} (default: all); '' for totals only",
+        default=DEFAULT_GROUP_BY,
+        help=f"comma list of {', '.join(GROUP_COLUMNS)} (default: {DEFAULT_GROUP_BY}); '' "
+        "for totals only",
     )
     output = usage.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the API's JSON")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.asgi import Headers, Scope, header
 
 _MAX_CLIENT_REQUEST_ID = 128
+# the request this task is serving: for what reports on it from deep inside a stage (the
+# safety engine's events), without passing the context through every call
+current_request: ContextVar[RequestContext | None] = ContextVar("current_request", default=None)
 
 
 @dataclass(slots=True)
@@ -20,6 +26,7 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0
     endpoint: str = ""
+    surface: str = ""  # the API surface's name (e.g. chat.completions, responses, messages)
     stream: bool = False
     client_wants_usage: bool = False
     # who and what, once authenticated and routed (labels for metrics, logs and the ledger)
@@ -27,16 +34,29 @@ class RequestContext:
     tenant_name: str | None = None
     key_id: str | None = None
     public_model: str | None = None
-    upstream_model: str | None = None
+    upstream_model: str | None = None  # what vLLM is asked for: the adapter, else the base
+    base_model: str | None = None
+    adapter: str | None = None
     replica: str | None = None
     # what happened
     usage: dict[str, Any] | None = None
+    finish_reason: str | None = None  # as the answer gave it (stop, length, tool_calls, ...)
+    safety_action: str | None = None  # the strongest one taken, as "direction:action"
     streamed_events: int = 0
     first_event_at: float | None = None
     status: int = 0
     extra_headers: Headers = field(default_factory=list)
     # the overhead as reported in the response headers: for a stream, up to its first byte
     reported_overhead_ms: float | None = None
+    # a background run that goes on after the client's answer: the request ends with it
+    detached: asyncio.Future[None] | None = None
+    # called as the upstream call is about to be made (the ledger logs the request in flight)
+    upstream_starting: Callable[[], None] | None = None
+    # tracing (gateway/observability/tracing.py): the trace a sampled request is recorded in
+    # (logged, and the exemplar on the latency histograms), and the W3C traceparent (and
+    # tracestate) sent to vLLM
+    trace_id: str | None = None
+    trace_headers: dict[str, str] | None = None
 
     @classmethod
     def from_scope(cls, scope: Scope) -> RequestContext:

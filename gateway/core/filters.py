@@ -5,6 +5,9 @@ as it arrives (`on_events`, never a partial event). It returns what goes on: the
 are (the common case, and the cheap one), rewritten, or b"" to send nothing this time. A
 filter that must end the stream (the output guard's block) appends its closing events and sets
 `ended`; the relay then stops reading and closes the upstream. Filters run in list order.
+
+A `HoldingFilter` may keep the answer's end back (return less than it got); once the upstream's
+answer has ended, the relay awaits its `release()` and sends what it returns last.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ class ChunkFilter(Protocol):
     def on_events(self, events: bytes) -> bytes: ...
 
     def on_whole(self, body: bytes) -> bytes: ...
+
+
+class HoldingFilter(ChunkFilter, Protocol):
+    async def release(self) -> bytes:
+        """The answer has ended: finish what the end was held for; the bytes to send last."""
+        ...
 
 
 class Rename:

@@ -17,6 +17,7 @@ class InferenceRequest:
     stream: bool
     client_wants_usage: bool
     changed: bool = False  # a stage rewrote `body`: send it re-serialised, not `raw`
+    content_type: str = "application/json"  # of the upstream body (multipart: its boundary)
 
 
 @dataclass(slots=True)

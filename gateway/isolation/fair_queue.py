@@ -35,7 +35,7 @@ from collections import deque
 from types import TracebackType
 
 from gateway.core.errors import GatewayError, RateLimitError, ServiceUnavailable
-from gateway.observability import metrics
+from gateway.observability import metrics, tracing
 from gateway.settings import FairQueueSettings
 
 
@@ -54,9 +54,9 @@ class FairQueue:
             raise ValueError("max_in_flight must be at least 1")
         if active_window_s <= 0:
             raise ValueError("active_window_s must be positive")
-        self._max = max_in_flight
-        # Slots anyone may take; the rest are the reserve, for tenants below their share.
-        self._open = max_in_flight - reserved_slots(max_in_flight, reserved_share)
+        self._reserved_share = reserved_share
+        self._max = self._open = 0
+        self._set_budget(max_in_flight)
         self._window_s = active_window_s
         self._timeout_s = queue_timeout_s
         self._on_timeout = on_timeout
@@ -93,6 +93,23 @@ class FairQueue:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._max
+
+    def resize(self, max_in_flight: int) -> None:
+        """A new budget (this process's share of the deployment's, as the number of gateway
+        processes changes: gateway/peers.py). Growing lets waiters in at once; shrinking
+        starts no request until the requests in flight are below the new budget."""
+        self._set_budget(max_in_flight)
+        self._grant()
+
+    def _set_budget(self, max_in_flight: int) -> None:
+        metrics.fair_queue_budget(max_in_flight)
+        self._max = max_in_flight
+        # Slots anyone may take; the rest are the reserve, for tenants below their share.
+        self._open = max_in_flight - reserved_slots(max_in_flight, self._reserved_share)
 
     def queued(self, tenant: str | None = None) -> int:
         """Requests waiting for a slot: one tenant's, or everyone's."""
@@ -192,6 +209,10 @@ class FairQueue:
         lane.in_flight -= 1
         lane.last_active = time.monotonic()
         self._in_flight -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Let waiters into the free slots, in `_next_lane` order (see `_release`)."""
         while self._backlogged and self._in_flight < self._max:
             chosen = min(self._backlogged.values(), key=self._next_lane)
             if self._in_flight >= self._open and not self._under_share(chosen):
@@ -269,7 +290,8 @@ class TenantLane:
 
     async def __aenter__(self) -> None:
         if not self._queue._enter_at_once(self):
-            await self._queue._wait(self)
+            with tracing.span("gateway.fair_queue"):
+                await self._queue._wait(self)
 
     async def __aexit__(
         self,

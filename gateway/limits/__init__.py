@@ -35,6 +35,7 @@ from gateway.limits.policy import FailoverLimiter
 from gateway.limits.redis_limiter import RedisLimiter
 from gateway.limits.reservation import Backend, LimitExceeded, Reservation
 from gateway.limits.stats import LimiterStats
+from gateway.peers import Peers
 from gateway.settings import LimitsSettings, StoreSettings
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import Limits
@@ -54,7 +55,12 @@ class Limiter:
     """Admits requests under their key's and tenant's limits; one per gateway process."""
 
     def __init__(
-        self, backend: Backend, defaults: Limits, stats: LimiterStats, early_dispatch: bool = True
+        self,
+        backend: Backend,
+        defaults: Limits,
+        stats: LimiterStats,
+        early_dispatch: bool = True,
+        peers: Peers | None = None,
     ) -> None:
         self._backend = backend
         self._early_dispatch = early_dispatch
@@ -63,6 +69,7 @@ class Limiter:
         # Reservation ids are unique across instances: a random prefix and a counter.
         self._ids = map(f"{secrets.token_hex(5)}.{{}}".format, itertools.count())
         self._rooms = SpareRooms()
+        self._peers = peers or Peers(1, 0)  # the processes that share the limits
         self.stats = stats
 
     def admit(self, principal: Principal, estimated_tokens: int) -> Admission:
@@ -71,7 +78,7 @@ class Limiter:
         if not plan.scopes:
             return Admission(Reservation("", 0, plan, self._calendar.current(), None, []))
         room = self._rooms.get(plan.script_args)
-        if self._early_dispatch and room.allows_early(time.monotonic()):
+        if self._early_dispatch and room.allows_early(time.monotonic(), self._peers.count):
             room.unanswered += 1
             self.stats.early()
             return Admission(
@@ -118,7 +125,9 @@ class Limiter:
         await self._backend.close()
 
 
-def open_limiter(limits: LimitsSettings, store: StoreSettings) -> Limiter:
+def open_limiter(
+    limits: LimitsSettings, store: StoreSettings, peers: Peers | None = None
+) -> Limiter:
     """Redis (shared by every instance) when the store has a Redis URL, else in-process."""
     defaults = Limits(**limits.defaults.model_dump())
     stats = LimiterStats()
@@ -136,4 +145,4 @@ def open_limiter(limits: LimitsSettings, store: StoreSettings) -> Limiter:
         backend = FailoverLimiter(shared, fallback, limits.redis_retry_interval_s, stats)
     else:
         backend = LocalLimiter(limits.lease_ttl_s)
-    return Limiter(backend, defaults, stats, limits.early_dispatch)
+    return Limiter(backend, defaults, stats, limits.early_dispatch, peers)

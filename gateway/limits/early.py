@@ -4,16 +4,17 @@ Admitting a request takes one round trip to Redis; waiting for it before calling
 that round trip (about 0.1-0.3 ms on a loopback, more across hosts) on every request's path.
 But most requests come nowhere near a limit: each admission's reply says how many more
 requests of the same size every limit of every scope would still take (`Reservation.spare`).
-While this instance's latest such answer is fresh (`FRESH_S`) and its requests sent early
-and not yet answered take at most half of that room (the other half is left to the other
-instances), a request goes to vLLM at once and its reservation runs alongside; the answer is
-awaited before the first byte goes back to the client.
+While this process's latest such answer is fresh (`FRESH_S`) and its requests sent early
+and not yet answered take at most its part of half that room (half the room divided between
+the gateway processes of the deployment, counted by gateway/peers.py; the other half is the
+margin for requests in flight elsewhere), a request goes to vLLM at once and its reservation
+runs alongside; the answer is awaited before the first byte goes back to the client.
 
 Nothing about the limits changes: Redis still admits or refuses every request, exactly as
 before, and only an admitted request's answer reaches its client. A refused early request is
 cut off (the caller closes its upstream connection, so vLLM aborts it) and answered 429 like
 any other; the cost of guessing wrong is that vLLM saw the start of a request it then
-dropped, which takes other instances using up half the spare room within `FRESH_S`.
+dropped, which takes the other processes using up the spare room within `FRESH_S`.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class SpareRoom:
         self.at = -FRESH_S
         self.unanswered = 0
 
-    def allows_early(self, now: float) -> bool:
-        return now - self.at < FRESH_S and 2 * (self.unanswered + 1) <= self.room
+    def allows_early(self, now: float, processes: int = 1) -> bool:
+        """`processes`: the gateway processes sharing the limits (each gets its part)."""
+        return now - self.at < FRESH_S and 2 * processes * (self.unanswered + 1) <= self.room
 
     def update(self, reservation: Reservation) -> None:
         if reservation.spare is None:  # the local limiter decided (Redis in trouble)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.limits import redis_scripts
+from gateway.limits.counters import KEPT_AFTER_MONTH_S, KEYSPACE
 from gateway.limits.headers import WindowState, rate_limit_headers
 from gateway.limits.periods import Period
 from gateway.limits.plan import Plan
@@ -55,7 +56,6 @@ LINGER_S = 0.005  # how long a settlement waits for a reservation to carry it
 MAX_BATCH = 500  # settlements per SETTLE call: keeps each script run around a millisecond
 MAX_PENDING = 100_000  # settlements queued while Redis is away; older ones are dropped
 GIVE_UP_AFTER_S = 120.0  # a batch failing this long is dropped: its window and leases are over
-_BUDGET_KEY_GRACE_S = 86400  # budget counters outlive their month by a day, for inspection
 _NO_BATCH = ("", 0)
 
 
@@ -104,7 +104,7 @@ class RedisLimiter:
         # A request gets one attempt within its timeout; background tasks retry on their own.
         self._redis = open_servers(url, BACKGROUND_TIMEOUT_S, BACKGROUND_TIMEOUT_S)
         self._address = parse_redis_url(url)
-        self._prefix = prefix + "rl:"
+        self._prefix = prefix + KEYSPACE
         self._timeout_s = timeout_s
         self._lease_ttl_s = lease_ttl_s
         self._retry_interval_s = retry_interval_s
@@ -140,7 +140,7 @@ class RedisLimiter:
             space,
             self._window_us,
             self._lease_ttl_us,
-            int(period.month_ends_at) + _BUDGET_KEY_GRACE_S,
+            int(period.month_ends_at) + KEPT_AFTER_MONTH_S,
             period.day,
             period.month,
             reservation_id,

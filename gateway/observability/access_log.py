@@ -52,6 +52,7 @@ def log_request(ctx: RequestContext, seconds: float) -> None:
             "ts": _timestamp(),
             "event": "request",
             "request_id": ctx.request_id,
+            "trace_id": ctx.trace_id,
             "endpoint": ctx.endpoint,
             "tenant": ctx.tenant_name,
             "tenant_id": ctx.tenant_id,

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -29,7 +29,6 @@ from gateway.tenancy.admin_keys import AdminAuth
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MetricsHandler = Callable[[RequestContext, Scope, Receive, Send], Awaitable[None]]
-_CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 _BEARER = b"bearer "
 
 
@@ -75,11 +74,14 @@ def _alive(pid: int) -> bool:
 
 
 async def metrics_endpoint(ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
-    """GET /metrics in Prometheus' text format."""
+    """GET /metrics in Prometheus' text format, or in OpenMetrics' for a scraper that asks
+    for it (Prometheus does), which carries the histograms' exemplars (trace ids)."""
+    accept = header(scope, b"accept")
+    encode, content_type = choose_encoder(accept.decode(errors="replace") if accept else "")
     # Rendering reads every worker's files in multiprocess mode: keep it off the event loop.
-    body = await asyncio.to_thread(generate_latest, metrics_registry())
+    body = await asyncio.to_thread(encode, metrics_registry())
     ctx.status = 200
-    await send_response(send, 200, body, ctx.response_headers(), _CONTENT_TYPE)
+    await send_response(send, 200, body, ctx.response_headers(), content_type.encode())
 
 
 class AdminKeyMetrics:

@@ -30,8 +30,8 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 REQUESTS = Counter(
     PREFIX + "requests",
-    "Finished /v1 requests by tenant, public model and HTTP status.",
-    ["tenant", "model", "status"],
+    "Finished /v1 requests by tenant, public model, API surface and HTTP status.",
+    ["tenant", "model", "surface", "status"],
 )
 REQUEST_DURATION = Histogram(
     PREFIX + "request_duration_seconds",
@@ -121,6 +121,12 @@ STORE_AVAILABLE = Gauge(
     ["store"],
     multiprocess_mode="livemin",
 )
+FAIR_QUEUE_BUDGET = Gauge(
+    PREFIX + "fair_queue_budget",
+    "Requests this instance may have at vLLM at once: its processes' shares of the fair "
+    "queue's budget.",
+    multiprocess_mode="livesum",
+)
 FAIR_QUEUE_DEPTH = Gauge(
     PREFIX + "fair_queue_depth",
     "Requests waiting in the fair queue for an upstream slot, by tenant.",
@@ -149,10 +155,12 @@ def observe_request(ctx: RequestContext, seconds: float) -> None:
     """Record one finished /v1 request; called once, after its last byte."""
     tenant = _tenants(ctx.tenant_name)
     model = _models(ctx.public_model)
-    REQUESTS.labels(tenant, model, status_label(ctx.status)).inc()
-    REQUEST_DURATION.labels(model).observe(seconds)
+    REQUESTS.labels(tenant, model, ctx.surface, status_label(ctx.status)).inc()
+    # a sampled request's trace id links its histogram bucket to its trace (OpenMetrics)
+    exemplar = {"trace_id": ctx.trace_id} if ctx.trace_id is not None else None
+    REQUEST_DURATION.labels(model).observe(seconds, exemplar)
     if ctx.stream and ctx.first_event_at is not None:
-        TIME_TO_FIRST_TOKEN.labels(model).observe(ctx.first_event_at - ctx.started)
+        TIME_TO_FIRST_TOKEN.labels(model).observe(ctx.first_event_at - ctx.started, exemplar)
     OVERHEAD.labels("true" if ctx.stream else "false").observe(ctx.final_overhead_ms() / 1000.0)
     usage = ctx.usage
     if usage:
@@ -220,6 +228,10 @@ def store_failure(store: str, kind: str) -> None:
 
 def store_available(store: str, available: bool) -> None:
     STORE_AVAILABLE.labels(_names(store)).set(1 if available else 0)
+
+
+def fair_queue_budget(slots: int) -> None:
+    FAIR_QUEUE_BUDGET.set(slots)
 
 
 def fair_queue_entered(tenant: str) -> None:

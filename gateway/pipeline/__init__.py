@@ -15,18 +15,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 
-from gateway.core.asgi import Receive, Scope, Send, read_body
+from gateway.core.asgi import Receive, Scope, Send, header, read_body
 from gateway.core.context import RequestContext
+from gateway.core.filters import ChunkFilter
 from gateway.isolation.fair_queue import FairQueue
 from gateway.isolation.upstream_fields import TenantIsolation
 from gateway.limits import Admission, estimated_usage, tokens_used
-from gateway.observability import metrics
+from gateway.observability import metrics, tracing
+from gateway.pipeline.background import BackgroundRuns
 from gateway.pipeline.relay import StreamDrain, relay_stream, relay_whole
 from gateway.pipeline.stages import Call, RequestStage
 from gateway.routing import Router
 from gateway.surfaces import Surface
 from gateway.tenancy.auth import KeyAuthenticator, Principal, presented_key
 from gateway.upstream.client import UpstreamClient
+
+# the limits' span says whether the request went upstream before Redis answered
+_EARLY = {"gateway.limits.early_dispatch": True}
+_NOT_EARLY = {"gateway.limits.early_dispatch": False}
 
 
 class InferencePipeline:
@@ -41,7 +47,9 @@ class InferencePipeline:
         router: Router,
         upstream: UpstreamClient,
         drain: StreamDrain,
+        background: BackgroundRuns,
         max_body_bytes: int,
+        max_upload_bytes: int,
     ) -> None:
         self._authenticator = authenticator
         self._stages = tuple(stages)
@@ -50,23 +58,39 @@ class InferencePipeline:
         self._router = router
         self._upstream = upstream
         self._drain = drain
+        self._background = background
         self._max_body_bytes = max_body_bytes
+        self._max_upload_bytes = max_upload_bytes
 
     async def __call__(
         self, surface: Surface, ctx: RequestContext, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        ctx.endpoint = surface.path
+        ctx.endpoint, ctx.surface = surface.path, surface.name
         principal = await self._authenticate(ctx, scope)
-        request = surface.parse(await read_body(receive, self._max_body_bytes))
+        limit = self._max_upload_bytes if surface.uploads else self._max_body_bytes
+        raw = await read_body(receive, limit)
+        request = surface.parse_request(raw, header(scope, b"content-type"))
         ctx.stream, ctx.client_wants_usage = request.stream, request.client_wants_usage
         call = Call(surface, ctx, request, principal)
         for stage in self._stages:
             await stage(call)
+        if call.kept is not None and call.kept.background:
+            await self._background.begin(call, self._run_background, receive, send)
+            return
         admission = call.admission
         try:
             if admission is not None and not admission.early:
                 await _confirm(surface, ctx, admission)  # far from the limits: in _proxy instead
             async with self._fair_share(ctx, principal):
+                await self._proxy(call, receive, send)
+        finally:
+            _settle(call)
+
+    async def _run_background(self, call: Call, receive: Receive, send: Send) -> None:
+        """A background response's run, once the client has its queued answer: the same
+        upstream call, its events to the store, until it ends or is cancelled."""
+        try:
+            async with self._fair_share(call.ctx, call.principal):
                 await self._proxy(call, receive, send)
         finally:
             _settle(call)
@@ -83,13 +107,22 @@ class InferencePipeline:
         filters; an early admission is confirmed before the answer's first byte."""
         ctx, surface, target = call.ctx, call.surface, call.target
         body = surface.upstream_body(call.request, target.upstream_name if target else None)
-        lease = await self._router.acquire(target)
+        lease = await self._router.acquire(target, call.request.body, ctx.tenant_id)
         ctx.replica = lease.url
+        if ctx.upstream_starting is not None:
+            ctx.upstream_starting()
         metrics.upstream_started(lease.url)
+        trace = tracing.current()
+        if trace is not None:
+            trace.upstream_started(ctx)
         try:
             response = await lease.send(
-                lambda url: self._upstream.post(ctx, url + surface.path, body, ctx.stream)
+                lambda url: self._upstream.post(
+                    ctx, url + surface.path, body, ctx.stream, call.request.content_type
+                )
             )
+            if trace is not None:
+                trace.upstream_answered(response.status)
             if lease.url != ctx.replica:  # a connect failure moved it to another replica
                 metrics.upstream_finished(ctx.replica, error=True)
                 ctx.replica = lease.url
@@ -101,14 +134,21 @@ class InferencePipeline:
                 except BaseException:
                     response.close()  # refused: vLLM aborts what it started
                     raise
-            filters = [*call.filters, surface.usage_filter(ctx)]
+            filters: list[ChunkFilter] = [*call.filters, surface.usage_filter(ctx)]
+            kept = call.kept
+            if kept is not None:
+                filters.append(kept)  # after the usage filter: it holds the answer's end
             if ctx.stream and response.status == 200:
-                await relay_stream(ctx, surface, response, filters, self._drain, receive, send)
+                await relay_stream(
+                    ctx, surface, response, filters, kept, self._drain, receive, send
+                )
             else:
-                await relay_whole(ctx, surface, self._upstream, response, filters, send)
+                await relay_whole(ctx, surface, self._upstream, response, filters, kept, send)
         finally:
             lease.release()
             metrics.upstream_finished(lease.url, error=ctx.status == 0 or ctx.status >= 500)
+            if trace is not None:
+                trace.upstream_finished(ctx)
 
     async def _authenticate(self, ctx: RequestContext, scope: Scope) -> Principal | None:
         if self._authenticator is None:
@@ -122,7 +162,8 @@ class InferencePipeline:
 async def _confirm(surface: Surface, ctx: RequestContext, admission: Admission) -> None:
     """The limits' answer (a 429 or 503 raises), and its x-ratelimit-* headers (as the
     surface names them)."""
-    reservation = await admission.confirmed()
+    with tracing.span("gateway.limits", _EARLY if admission.early else _NOT_EARLY):
+        reservation = await admission.confirmed()
     ctx.extra_headers.extend(surface.limit_headers(reservation.headers))
 
 

@@ -14,21 +14,23 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.core.asgi import Receive, Send, call_after_shutdown_signal, send_response
+from gateway.core.asgi import (
+    STREAM_HEADERS,
+    Receive,
+    Send,
+    call_after_shutdown_signal,
+    send_response,
+)
 from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError, ServiceUnavailable, UpstreamBadGateway
-from gateway.core.filters import ChunkFilter
+from gateway.core.filters import ChunkFilter, HoldingFilter
 from gateway.core.status import CLIENT_CLOSED_REQUEST
+from gateway.observability import tracing
 from gateway.surfaces import Surface
 from gateway.upstream.base import UpstreamResponse
 from gateway.upstream.client import UpstreamClient
 
 _EVENT_END = b"\n\n"
-_STREAM_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 class StreamDrain:
@@ -71,6 +73,7 @@ async def relay_whole(
     upstream: UpstreamClient,
     response: UpstreamResponse,
     filters: list[ChunkFilter],
+    holding: HoldingFilter | None,
     send: Send,
 ) -> None:
     """Forward a non-streamed answer (or an upstream error, in the surface's error format)
@@ -86,6 +89,8 @@ async def relay_whole(
     else:
         for chunk_filter in filters:
             body = chunk_filter.on_whole(body)
+        if holding is not None:
+            body += await holding.release()
     ctx.status = response.status
     content_type = response.content_type.encode()
     await send_response(send, response.status, body, ctx.response_headers(), content_type)
@@ -96,6 +101,7 @@ async def relay_stream(
     surface: Surface,
     response: UpstreamResponse,
     filters: list[ChunkFilter],
+    holding: HoldingFilter | None,
     drain: StreamDrain,
     receive: Receive,
     send: Send,
@@ -103,7 +109,7 @@ async def relay_stream(
     """Forward an SSE stream event by event; end a broken one with an error event."""
     ctx.status = response.status
     headers = ctx.response_headers()
-    headers.extend(_STREAM_HEADERS)
+    headers.extend(STREAM_HEADERS)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     watcher = asyncio.create_task(_close_on_disconnect(receive, response, ctx))
     drain.add(response)
@@ -147,10 +153,15 @@ async def relay_stream(
         response.release()
     if ctx.status == CLIENT_CLOSED_REQUEST:
         return
+    if failure is None and holding is not None and (tail := await holding.release()):
+        await send({"type": "http.response.body", "body": tail, "more_body": True})
+        ctx.streamed_events += tail.count(b"data: ")
+        last_sent = tail
     if failure is None and not surface.stream_finished(last_sent):
         failure = UpstreamBadGateway("the stream ended before its end event")
     if failure is not None:
         ctx.status = failure.status
+        tracing.failed(failure)
         await send(
             {"type": "http.response.body", "body": surface.stream_error(failure), "more_body": True}
         )

@@ -18,11 +18,12 @@ from gateway.core.filters import ChunkFilter
 from gateway.core.request import InferenceRequest
 from gateway.isolation.upstream_fields import TenantIsolation, strip_client_fields
 from gateway.limits import Admission, Limiter
-from gateway.observability import access_log
+from gateway.observability import access_log, tracing
 from gateway.pipeline.tenant_policy import resolve_model
 from gateway.routing import ModelTarget
 from gateway.safety.engine import SafetyEngine
 from gateway.surfaces import Surface
+from gateway.surfaces.responses_state import KeptResponse, ResponseKeeper
 from gateway.tenancy.auth import Principal
 
 
@@ -38,6 +39,7 @@ class Call:
     # run on the answer in this order (gateway/core/filters.py); the usage filter is last
     filters: list[ChunkFilter] = field(default_factory=list)
     admission: Admission | None = None
+    kept: KeptResponse | None = None  # the gateway keeps the answer (surface.keeps_state)
 
 
 class RequestStage(Protocol):
@@ -55,6 +57,7 @@ class ResolveModel:
             return
         target = call.target = resolve_model(principal, request.model)
         ctx.public_model, ctx.upstream_model = target.public_name, target.upstream_name
+        ctx.base_model, ctx.adapter = target.route.base_model, target.route.adapter
         rename = target.response_rename()
         if rename is not None:
             call.filters.append(rename)
@@ -92,11 +95,38 @@ class CheckInput:
             call.filters.append(guard)
 
 
+class KeepState:
+    """The gateway's Responses API state: a continued conversation expanded, the answer
+    stored (gateway/surfaces/responses_state.py). Before the input check, which then reads
+    the whole conversation vLLM gets: the answers stored as the client saw them (a masked
+    value restored) are masked again, and what is stored is what the check left."""
+
+    def __init__(self, keeper: ResponseKeeper) -> None:
+        self._keeper = keeper
+
+    async def __call__(self, call: Call) -> None:
+        if call.surface.keeps_state:
+            call.kept = await self._keeper.prepare(call.request, call.ctx.tenant_id or "")
+
+
 class LogPrompt:
     """Debug only (`observability.log_prompts`): the prompt as it goes upstream."""
 
     async def __call__(self, call: Call) -> None:
         access_log.log_prompt(call.ctx, call.request.body)
+
+
+class CaptureContent:
+    """Tracing's content capture (`tracing.capture_content`, sampled requests only): the
+    prompt as it goes upstream and the answer as relayed, both after the tenant's safety
+    policy (so redacted where it redacts): this stage runs after the input check, and its
+    filter after the output guard."""
+
+    async def __call__(self, call: Call) -> None:
+        trace = tracing.current()
+        if trace is not None and trace.captures_content:
+            trace.capture_prompt(call.surface.texts(call.request))
+            call.filters.append(trace.answer_capture())
 
 
 class Admit:
@@ -114,13 +144,20 @@ class Admit:
 
 
 def request_stages(
-    isolation: TenantIsolation, safety: SafetyEngine, limiter: Limiter, default_max_tokens: int
+    isolation: TenantIsolation,
+    safety: SafetyEngine,
+    keeper: ResponseKeeper,
+    limiter: Limiter,
+    default_max_tokens: int,
 ) -> list[RequestStage]:
-    """tenant policy -> isolation -> input safety -> (prompt log) -> limits."""
+    """tenant policy -> isolation -> input safety -> kept state -> (prompt log, traced
+    content) -> limits."""
     return [
         ResolveModel(),
         IsolateTenant(isolation),
+        KeepState(keeper),
         CheckInput(safety),
         LogPrompt(),
+        CaptureContent(),
         Admit(limiter, default_max_tokens),
     ]

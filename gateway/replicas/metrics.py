@@ -35,6 +35,7 @@ class ReplicaLoad:
     kv_cache_usage: float = 0.0
     max_lora: int | None = None
     running_adapters: frozenset[str] = frozenset()
+    waiting_adapters: frozenset[str] = frozenset()
 
 
 def parse_load(text: str) -> ReplicaLoad:
@@ -62,6 +63,7 @@ def parse_load(text: str) -> ReplicaLoad:
         kv_cache_usage=kv_cache_usage,
         max_lora=int(max_lora) if max_lora else None,
         running_adapters=_names(lora_labels.get("running_lora_adapters", "")),
+        waiting_adapters=_names(lora_labels.get("waiting_lora_adapters", "")),
     )
 
 

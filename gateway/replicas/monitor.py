@@ -100,6 +100,7 @@ class ReplicaMonitor:
         replica.kv_cache_usage = load.kv_cache_usage
         replica.max_lora = load.max_lora
         replica.running = load.running_adapters
+        replica.waiting_for = load.waiting_adapters
         replica.base_models = served.base_models
         if replica.changed_at > started:
             return  # this gateway loaded or unloaded meanwhile: the list may predate that

@@ -26,6 +26,7 @@ class Replica:
     kv_cache_usage: float = 0.0
     max_lora: int | None = None
     running: frozenset[str] = frozenset()  # adapters in a vLLM LoRA slot at the last scrape
+    waiting_for: frozenset[str] = frozenset()  # adapters requests waited for at the last scrape
     base_models: frozenset[str] = frozenset()
     adapters: OrderedDict[str, str | None] = field(default_factory=OrderedDict)
     in_use: Counter[str] = field(default_factory=Counter)
@@ -48,9 +49,15 @@ class Replica:
         return loaded_from is not _ABSENT and (path is None or loaded_from == path)
 
     def idle_adapters(self) -> list[str]:
-        """Loaded adapters with no request in flight and no load running, LRU first."""
+        """Loaded adapters with no request in flight and no load running, LRU first; nor
+        ones vLLM said at its last scrape that requests run with or wait for: those may be
+        another gateway process's (a worker, an instance), whose requests this one cannot
+        see, and unloading one under them fails them with a 404 (and can crash vLLM 0.26)."""
+        busy = self.running | self.waiting_for
         return [
-            name for name in self.adapters if not self.in_use[name] and name not in self.loading
+            name
+            for name in self.adapters
+            if not self.in_use[name] and name not in self.loading and name not in busy
         ]
 
 

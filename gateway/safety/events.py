@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from gateway.core.context import current_request
 from gateway.core.errors import StoreUnavailable
 from gateway.tenancy.models import AuditEntry
 from gateway.tenancy.store import Store
@@ -51,6 +52,20 @@ class SafetyEvent:
 
 
 EventHook = Callable[[SafetyEvent], None]
+# which action a request's usage record names when several rules acted on it
+_SEVERITY = {"block": 4, "redact": 3, "mask": 2, "flag": 1}
+
+
+def note_on_request(event: SafetyEvent) -> None:
+    """A hook: the strongest action taken on the request being served, noted on its context
+    (as "direction:action") for its usage record."""
+    ctx = current_request.get()
+    if ctx is None:
+        return
+    noted = ctx.safety_action
+    severity = _SEVERITY.get(event.action, 0)
+    if noted is None or severity > _SEVERITY.get(noted.partition(":")[2], 0):
+        ctx.safety_action = f"{event.direction}:{event.action}"
 
 
 class SafetyEvents:

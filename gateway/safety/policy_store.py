@@ -1,8 +1,8 @@
-"""Stored safety policies, beside the tenancy records: a Redis hash or a SQLite table.
+"""Stored safety policies, beside the tenancy records: a Redis hash, a SQLite or Postgres table.
 
-They live in the same backend as the tenants (Redis when the gateway shares state, else the
-embedded SQLite file), so every instance sees the same policies; a change is announced on the
-tenancy store's invalidation channel and each instance reloads them.
+They live in the same backend as the tenants (Postgres or Redis when the gateway shares state,
+else the embedded SQLite file), so every instance sees the same policies; a change is announced
+on the tenancy store's invalidation channel and each instance reloads them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Protocol, cast
 import orjson
 from pydantic import ValidationError
 
+from gateway.postgres.database import PostgresDatabase
 from gateway.redis_client import redis_client
 from gateway.safety.policy import PolicySpec
 from gateway.sqlite import BUSY_TIMEOUT_S, SqliteFile, sqlite_file
@@ -157,3 +158,41 @@ class RedisPolicyStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+@guarded
+class PostgresPolicyStore:
+    """The `safety_policies` table of the gateway's Postgres database (gateway/postgres/
+    migrations): name, time and the jsonb document."""
+
+    def __init__(self, database: PostgresDatabase, budget_s: float = 1.0) -> None:
+        self.health = StoreHealth("safety_policies", budget_s)
+        self._db = database.used()
+
+    async def load_all(self) -> list[StoredPolicy]:
+        rows = await self._db.read("SELECT name, doc::text FROM safety_policies ORDER BY name")
+        return _valid_policies(rows)
+
+    async def get(self, name: str) -> StoredPolicy | None:
+        rows = await self._db.read("SELECT doc::text FROM safety_policies WHERE name = %s", (name,))
+        return StoredPolicy.from_document(name, rows[0][0]) if rows else None
+
+    async def put(self, name: str, spec: PolicySpec) -> tuple[StoredPolicy, bool]:
+        policy = StoredPolicy(name, spec, time.time())
+        # xmax is 0 on a row this statement inserted, the updating transaction's id otherwise
+        rows = await self._db.read(
+            "INSERT INTO safety_policies (name, updated_at, doc) VALUES (%s, %s, %s::jsonb) "
+            "ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at, doc = excluded.doc "
+            "RETURNING xmax = 0",
+            (name, policy.updated_at, policy.document().decode()),
+        )
+        return policy, bool(rows[0][0])
+
+    async def delete(self, name: str) -> bool:
+        return await self._db.write("DELETE FROM safety_policies WHERE name = %s", (name,)) > 0
+
+    async def ping(self) -> None:
+        await self._db.read("SELECT 1")
+
+    async def close(self) -> None:
+        await self._db.close()

@@ -7,6 +7,7 @@ route in gateway/app.py.
 """
 
 from gateway.surfaces.anthropic import CountTokens, Messages
+from gateway.surfaces.audio import Transcriptions, Translations
 from gateway.surfaces.base import Surface
 from gateway.surfaces.chat import ChatCompletions
 from gateway.surfaces.completions import Completions
@@ -29,6 +30,8 @@ SURFACES: tuple[Surface, ...] = (
     *(Score(path) for path in ("/score", "/v1/score")),
     Pooling("/pooling"),
     Classify("/classify"),
+    Transcriptions(),
+    Translations(),
 )
 
 __all__ = [

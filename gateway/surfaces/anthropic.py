@@ -237,14 +237,21 @@ class AnthropicUsage(UsageFilter):
                 usage = document.get("usage")
                 if isinstance(usage, dict):
                     self._ctx.usage = chat_usage({**self._start, **usage})
+                delta = document.get("delta")
+                if isinstance(delta, dict) and delta.get("stop_reason"):
+                    self._ctx.finish_reason = delta["stop_reason"]
         return events
 
     def on_whole(self, body: bytes) -> bytes:
         if b'"usage"' in body:
             document = orjson.loads(body)
-            usage = document.get("usage") if isinstance(document, dict) else None
+            if not isinstance(document, dict):
+                return body
+            usage = document.get("usage")
             if isinstance(usage, dict):
                 self._ctx.usage = chat_usage(usage)
+            if document.get("stop_reason"):
+                self._ctx.finish_reason = document["stop_reason"]
         return body
 
 

@@ -25,11 +25,23 @@ class Surface(ABC):
     name: ClassVar[str]
     # vLLM's cache_salt and priority apply (not to pooling requests such as embeddings).
     tenant_fields: ClassVar[bool] = True
+    # The body is a file upload (multipart/form-data: audio), read up to
+    # `server.max_audio_bytes` instead of `server.max_body_bytes`.
+    uploads: ClassVar[bool] = False
+    # The gateway keeps its answers (the Responses API's store, previous_response_id and
+    # background: gateway/surfaces/responses_state.py).
+    keeps_state: ClassVar[bool] = False
 
     @abstractmethod
     def parse(self, raw: bytes) -> InferenceRequest:
         """Read what the gateway must trust (model, stream, token limits, the input's shape);
         raise `BadRequest` naming the field. Full validation is vLLM's job."""
+
+    def parse_request(self, raw: bytes, content_type: bytes | None) -> InferenceRequest:
+        """The body with its content-type header, as the pipeline reads it: `parse`, since
+        vLLM reads its JSON routes' bodies as JSON whatever the header says; a multipart
+        surface takes its boundary from the header."""
+        return self.parse(raw)
 
     @abstractmethod
     def texts(self, request: InferenceRequest) -> RequestTexts:

@@ -9,7 +9,7 @@ once settled, but pass the tenant's rate and concurrency limits. What the model 
 generative model asked to rerank) is vLLM's error, relayed. vLLM 0.32's pooling requests
 (rerank, score, pooling, classify: `PoolingBasicRequestMixin`) take `cache_salt` and
 `priority`; its tokenize requests do not, so the tenant's isolation fields are not sent there.
-Audio transcriptions and translations (multipart bodies) are not served.
+Audio transcriptions and translations (multipart bodies) are gateway/surfaces/audio.py.
 One codec class may serve several paths (`/rerank`, `/v1/rerank`, `/v2/rerank`): one instance
 per path.
 """

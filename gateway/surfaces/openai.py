@@ -95,19 +95,24 @@ class OpenAISurface(Surface):
         return b"data: " + error.body() + EVENT_END
 
 
+_FINISHED = b'"finish_reason":"'  # a choice that ended (a null one is not a string)
+
+
 class OpenAIUsage(UsageFilter):
-    """Records usage from the events that carry it; drops the usage-only chunk the gateway
-    asked for, unless the client asked for it too. Only events that mention usage are parsed."""
+    """Records usage and the finish reason from the events that carry them; drops the
+    usage-only chunk the gateway asked for, unless the client asked for it too. Only events
+    that mention usage or a finish reason are parsed."""
 
     __slots__ = ()
 
     def on_events(self, events: bytes) -> bytes:
-        if b'"usage"' not in events:
+        if b'"usage"' not in events and _FINISHED not in events:
             return events
         kept = []
         for event in events.split(EVENT_END)[:-1]:
-            if b'"usage"' in event and event.startswith(b"data: {"):
+            if event.startswith(b"data: {") and (b'"usage"' in event or _FINISHED in event):
                 chunk = orjson.loads(event[6:])
+                self._finished(chunk)
                 usage = chunk.get("usage")
                 if usage:
                     self._ctx.usage = usage
@@ -121,7 +126,14 @@ class OpenAIUsage(UsageFilter):
             document = orjson.loads(body)
             if isinstance(document, dict):
                 self._ctx.usage = document.get("usage")
+                self._finished(document)
         return body
+
+    def _finished(self, document: dict[str, Any]) -> None:
+        for choice in document.get("choices") or ():
+            reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+            if reason:
+                self._ctx.finish_reason = reason
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -12,6 +12,7 @@ tenant's isolation fields apply. Output safety: gateway/surfaces/responses_guard
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -46,11 +47,14 @@ INSTRUCTIONS_ROLE = "system"
 TOOL_OUTPUT_ROLE = "tool"  # function_call_output items, as chat's tool messages
 ITEM_ROLE = "assistant"  # other items without a role: the model's own (reasoning, ...)
 _TERMINAL_LINES = tuple(f"event: {kind}\n".encode() for kind in TERMINAL_TYPES)
+# one pass over a batch of events rather than one per terminal type
+_TERMINAL_EVENT = re.compile(b"|".join(re.escape(line) for line in _TERMINAL_LINES))
 
 
 class Responses(Surface):
     path = "/v1/responses"
     name = "responses"
+    keeps_state = True
 
     def parse(self, raw: bytes) -> InferenceRequest:
         body = json_object(raw)
@@ -62,7 +66,7 @@ class Responses(Surface):
         if "input" not in body:
             raise BadRequest("Missing required parameter: 'input'.", "input")
         _check_input(body["input"])
-        _refuse_stored_state(body)
+        _check_state_fields(body)
         # the usage is in every stream's last event: the client gets it whether it asks or not
         return InferenceRequest(raw, body, model, stream, client_wants_usage=True)
 
@@ -160,7 +164,7 @@ class ResponsesUsage(UsageFilter):
         if b'"usage"' not in events:
             return events
         at = 0
-        while (at := _find_terminal(events, at)) >= 0:
+        while (at := find_terminal(events, at)) >= 0:
             end = events.find(EVENT_END, at)
             event = events[at:end] if end >= 0 else events[at:]
             if b'"usage"' in event:
@@ -176,9 +180,14 @@ class ResponsesUsage(UsageFilter):
         return body
 
     def _record(self, response: Any) -> None:
-        usage = response.get("usage") if isinstance(response, dict) else None
+        if not isinstance(response, dict):
+            return
+        usage = response.get("usage")
         if isinstance(usage, dict):
             self._ctx.usage = chat_usage(usage)
+        incomplete = response.get("incomplete_details")
+        reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
+        self._ctx.finish_reason = reason or response.get("status")
 
 
 def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
@@ -195,10 +204,10 @@ def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
     return normalised
 
 
-def _find_terminal(events: bytes, start: int) -> int:
+def find_terminal(events: bytes, start: int = 0) -> int:
     """Where the next terminal event at or after `start` begins (-1: none)."""
-    found = [at for line in _TERMINAL_LINES if (at := events.find(line, start)) >= 0]
-    return min(found, default=-1)
+    found = _TERMINAL_EVENT.search(events, start)
+    return -1 if found is None else found.start()
 
 
 def _check_input(value: Any) -> None:
@@ -233,19 +242,15 @@ def _item_slots(item: dict[str, Any], param: str) -> list[TextSlot]:
     return []
 
 
-def _refuse_stored_state(body: dict[str, Any]) -> None:
-    """`previous_response_id` and `background` need responses kept between requests. vLLM's
-    own store is one process's memory, off by default and shared by every tenant of the
-    replica, so the gateway never lets a request reach it: 400 until the gateway keeps
-    responses itself (per tenant)."""
-    if body.get("previous_response_id") is not None:
-        raise BadRequest(
-            "This gateway does not keep responses yet: 'previous_response_id' cannot be used. "
-            "Send the conversation so far in 'input'.",
-            "previous_response_id",
-        )
-    if body.get("background"):
-        raise BadRequest(
-            "This gateway does not keep responses yet: 'background' cannot be used.",
-            "background",
-        )
+def _check_state_fields(body: dict[str, Any]) -> None:
+    """`store`, `background` and `previous_response_id`, which the gateway acts on itself
+    (gateway/surfaces/responses_state.py)."""
+    for name in ("store", "background"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise wrong_type(name, "a boolean", value)
+    previous_id = body.get("previous_response_id")
+    if previous_id is not None and (not isinstance(previous_id, str) or not previous_id):
+        raise wrong_type("previous_response_id", "a response id", previous_id)
+    if body.get("background") and body.get("store") is False:
+        raise BadRequest("background can only be used when `store` is true.", "background")

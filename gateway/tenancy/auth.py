@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 from gateway.core.asgi import Scope, header
 from gateway.core.errors import AuthenticationError, StoreUnavailable
-from gateway.observability import metrics
+from gateway.observability import metrics, tracing
 from gateway.tenancy.models import ApiKey, ModelRoute, Tenant
 from gateway.tenancy.secrets import KEY_PREFIX, KeyHasher
 from gateway.tenancy.store import Store
 
 _MAX_CACHED = 100_000
+# a request's trace tells a key served from memory from one read from the store (a span)
+_CACHE_HIT = {"gateway.auth.cache": "hit"}
+_SERVED_STALE = {"gateway.auth.cache": "stale"}
 _BEARER = b"bearer "
 
 
@@ -114,9 +117,11 @@ class KeyAuthenticator:
         cached = self._valid.get(digest)
         if cached is not None and cached[0] > now:
             metrics.key_cache_lookup(hit=True)
+            tracing.event("gateway.auth", _CACHE_HIT)
             return cached[2]
         if cached is None and self._unknown.get(digest, 0.0) > now:
             metrics.key_cache_lookup(hit=True)
+            tracing.event("gateway.auth", _CACHE_HIT)
             return None
         metrics.key_cache_lookup(hit=False)
         if not presented.startswith(KEY_PREFIX):
@@ -125,13 +130,16 @@ class KeyAuthenticator:
         if stale is not None and not self._store.health.available:
             self._revalidate_later(digest)  # no wait for a store known to be down
             metrics.key_served_stale()
+            tracing.event("gateway.auth", _SERVED_STALE)
             return stale
         try:
-            return self._remember(digest, await self._load(digest))
+            with tracing.span("gateway.auth.store_read"):
+                return self._remember(digest, await self._load(digest))
         except StoreUnavailable:
             if stale is None:
                 raise
             metrics.key_served_stale()
+            tracing.event("gateway.auth", _SERVED_STALE)
             return stale
 
     def _remember(self, digest: str, principal: Principal | None) -> Principal | None:

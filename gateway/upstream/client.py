@@ -19,12 +19,19 @@ class UpstreamClient:
         self._auth = f"Bearer {api_key}" if api_key else None
 
     async def post(
-        self, ctx: RequestContext, url: str, body: bytes, stream: bool
+        self,
+        ctx: RequestContext,
+        url: str,
+        body: bytes,
+        stream: bool,
+        content_type: str = "application/json",
     ) -> UpstreamResponse:
         """Send the request; return once the response headers are in."""
-        headers = {"content-type": "application/json", "x-request-id": ctx.request_id}
+        headers = {"content-type": content_type, "x-request-id": ctx.request_id}
         if self._auth:
             headers["authorization"] = self._auth
+        if ctx.trace_headers:  # W3C trace context: vLLM's span joins the request's trace
+            headers.update(ctx.trace_headers)
         return await self._send(ctx, UpstreamRequest("POST", url, body, headers, stream))
 
     async def get(self, ctx: RequestContext, url: str) -> UpstreamResponse:

@@ -65,6 +65,11 @@ class UsageBackend(Protocol):
         """The tenant's records in the days asked for, in no particular order."""
         ...
 
+    async def prune_records(self, before_day: str, limit: int) -> int:
+        """Delete up to `limit` records of days before `before_day` (YYYY-MM-DD), never the
+        daily rows; how many went (0 where the store expires them by itself)."""
+        ...
+
     async def ping(self) -> None:
         """One cheap round trip: whether the store answers (readiness probes)."""
 

@@ -9,8 +9,9 @@ usage chunk or [DONE] leaves); that write is one os.write into the page cache. T
 nothing waits for (a stream's start, and every final record) are buffered and go out with the
 next such write, or within BUFFER_WRITE_S. So a request costs one system call
 and a few microseconds, with no store round trip and no fsync on its path; a kill -9 can lose
-only buffered entries, whose requests are then stored from their provisional record (aborted),
-or, for one that never answered, not at all.
+only buffered entries, whose requests are then stored from their provisional record (aborted).
+A request is first logged, buffered, as its upstream call starts: one that never answered is
+stored as aborted too (status 0, no tokens), unless the kill came within BUFFER_WRITE_S of it.
 
 `run_background` flushes every interval: it closes the log's current segment, stores the
 final records of the closed segments (one write per segment, in a worker thread for the
@@ -41,7 +42,7 @@ from gateway.core.context import RequestContext
 from gateway.limits.estimate import MAX_TOKENS
 from gateway.settings import StoreSettings, UsageSettings
 from gateway.store_health import StoreHealth
-from gateway.usage.backend import UsageBackend, UsageFilter
+from gateway.usage.backend import RecordFilter, UsageBackend, UsageFilter
 from gateway.usage.counts import UNRESOLVED_MODEL, UsageCounts, UsageKey
 from gateway.usage.records import UsageRecord
 from gateway.usage.wal import FINAL, PROVISIONAL, Backlog, WriteAheadLog, records_in
@@ -61,7 +62,7 @@ class Delivery:
     """A request's `send`, writing its provisional record to the log before the bytes that
     could deliver the answer: at the answer's start, and once vLLM's usage is known."""
 
-    __slots__ = ("_ledger", "_send", "ctx", "record_id", "usage_seen")
+    __slots__ = ("_ledger", "_send", "answered", "ctx", "record_id", "usage_seen")
 
     def __init__(self, ledger: UsageLedger, ctx: RequestContext, send: Send) -> None:
         self._ledger = ledger
@@ -69,6 +70,13 @@ class Delivery:
         self.ctx = ctx
         self.record_id: str | None = None  # set with the first provisional record
         self.usage_seen = False  # vLLM's usage was known before the client was sent more
+        self.answered = False  # the answer's start has been sent
+        ctx.upstream_starting = self.upstream_starting
+
+    def upstream_starting(self) -> None:
+        """The request goes to vLLM: from now on a kill leaves it recorded (aborted)."""
+        if self.record_id is None:
+            self._ledger.provisional(self)
 
     def __call__(self, message: Message) -> Awaitable[None]:
         """The inner `send`'s awaitable itself: no coroutine of its own per message."""
@@ -76,7 +84,8 @@ class Delivery:
             if self.ctx.usage is not None:
                 self.usage_seen = True
                 self._ledger.provisional(self)
-            elif self.record_id is None and message["type"] == "http.response.start":
+            elif not self.answered and message["type"] == "http.response.start":
+                self.answered = True
                 self._ledger.provisional(self)
         return self._send(message)
 
@@ -141,14 +150,16 @@ class UsageLedger:
             return
         if delivery.record_id is None:
             delivery.record_id = next(self._ids)
-        # A stream that starts delivers nothing billable yet: if the gateway dies now, it is a
-        # cut stream (an error, its tokens unknown), and its entry need not be out before.
+        # A request on its way to vLLM, or a stream that starts, delivers nothing billable
+        # yet: if the gateway dies now, it is an error (its tokens unknown: a cut stream's are
+        # estimated), and its entry need not be out before anything leaves.
+        in_flight = ctx.status == 0
         started_stream = ctx.stream and ctx.status == 200 and ctx.usage is None
         status = 0 if started_stream else ctx.status
         record = self._record(delivery.record_id, ctx, status, None, started_stream, True)
         entry = PROVISIONAL + record.to_json() + b"\n"
         self._in_flight[delivery.record_id] = entry
-        if started_stream:
+        if started_stream or in_flight:
             self._buffer(entry)
         else:
             self._write(entry)
@@ -199,6 +210,10 @@ class UsageLedger:
             None if first_event_at is None else (first_event_at - ctx.started) * 1000.0,
             estimated,
             aborted,
+            ctx.base_model,
+            ctx.adapter,
+            ctx.finish_reason,
+            ctx.safety_action,
         )
 
     def _buffer(self, entry: bytes) -> None:
@@ -314,6 +329,12 @@ class UsageLedger:
         await self._flush_and_log()
         return await self._backend.read(usage_filter)
 
+    async def read_records(self, record_filter: RecordFilter) -> list[UsageRecord]:
+        """The tenant's stored records in the days asked for, in no particular order; this
+        instance flushes first, as for `read`."""
+        await self._flush_and_log()
+        return await self._backend.read_records(record_filter)
+
     async def close(self) -> None:
         """Flush what is left, then close the log and the store. What cannot be stored stays
         in the log for the next start (records kept in memory are lost, and logged)."""
@@ -346,7 +367,9 @@ def _log_directory(settings: UsageSettings, store: StoreSettings) -> Path:
     gateway claims the logs of dead gateways of its own store only, never another's."""
     sqlite_path = store.sqlite_path
     base = settings.wal_dir or sqlite_path.with_name(f"{sqlite_path.name}.usage-wal")
-    if store.redis_url:
+    if store.postgres_url:
+        kind, identity = "postgres", store.postgres_url
+    elif store.redis_url:
         kind, identity = "redis", f"{store.redis_url}\n{store.redis_prefix}"
     else:
         kind, identity = "sqlite", str(sqlite_path.resolve())

@@ -48,6 +48,10 @@ class UsageRecord:
     ttft_ms: float | None  # streams: until the first event was sent
     estimated: bool  # the tokens are an estimate (a stream cut before vLLM's usage chunk)
     aborted: bool  # recovered from the log of a gateway that died before the request ended
+    base_model: str | None = None  # the tenant's route: its base model ...
+    adapter: str | None = None  # ... and LoRA adapter (None: the base model itself)
+    finish_reason: str | None = None  # as the answer gave it: stop, length, tool_calls, ...
+    safety_action: str | None = None  # the strongest taken, "input:redact", "output:block"
 
     @property
     def day(self) -> str:
@@ -84,6 +88,10 @@ class UsageRecord:
             self.ttft_ms,
             self.estimated,
             self.aborted,
+            self.base_model,
+            self.adapter,
+            self.finish_reason,
+            self.safety_action,
         )
 
     def to_json(self) -> bytes:

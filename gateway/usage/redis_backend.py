@@ -15,9 +15,11 @@ long): each script stores the records that are not there yet (HSETNX) and adds t
 those, to their rows and indexes, atomically. A write sent again after a lost reply, or a
 record replayed from a log, is therefore not counted twice. Nothing expires (yet).
 
-The script writes keys named in its JSON argument rather than declared in KEYS, which a
-single Redis allows and Redis Cluster would not: as for the key store, Cluster is not
-supported.
+The script writes keys named in its JSON argument rather than declared in KEYS. On a Redis
+Cluster every key carries the hash tag ``{usage}`` after the prefix (``vgw:{usage}:usage-days``
+...), so they all live in one slot, the script's declared key routes it there, and the keys
+it names are in that slot too; a ledger writes a batch per flush, so one slot takes the load.
+On one server and under Sentinel the layout is as it always was.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, cast
 
 import orjson
 
-from gateway.redis_client import redis_client
+from gateway.redis_client import keyspace, parse_redis_url, redis_client
 from gateway.store_health import StoreHealth, guarded
 from gateway.usage.backend import RecordFilter, UsageFilter
 from gateway.usage.counts import COUNTER_FIELDS, UsageCounts, UsageKey
@@ -38,9 +40,9 @@ READ_PIPELINE_COMMANDS = 1000
 # Records per script: at most about 4 ms inside Redis (each record a row of its own; far less
 # with the few rows of real traffic), short enough not to stall the limiter's calls.
 BATCH_RECORDS = 200
-# A day's records hash expires this long after its last write: Redis memory stays bounded
-# (about 300 bytes a request) until the ledger's retention setting lands; the daily rows,
-# which the usage API reads, are kept.
+# A day's records hash expires this long after its last write (`usage.record_retention_days`
+# by default): Redis memory stays bounded (about 300 bytes a request); the daily rows, which
+# the usage API reads, are kept.
 RECORD_RETENTION_S = 35 * 86400
 
 STORE_RECORDS = """
@@ -83,10 +85,16 @@ return 1
 @guarded
 class RedisUsageBackend:
     def __init__(
-        self, url: str, prefix: str = "vgw:", timeout_s: float = 0.5, budget_s: float = 1.0
+        self,
+        url: str,
+        prefix: str = "vgw:",
+        timeout_s: float = 0.5,
+        budget_s: float = 1.0,
+        record_retention_s: float = RECORD_RETENTION_S,
     ) -> None:
         self.health = StoreHealth("usage", budget_s)
-        self._prefix = prefix
+        self._record_retention_s = int(record_retention_s)
+        self._prefix = keyspace(parse_redis_url(url), prefix, "usage")
         # Retries are safe for writes too: records are stored once.
         self._redis = redis_client(url, timeout_s, decode_responses=True)
 
@@ -132,7 +140,7 @@ class RedisUsageBackend:
             stored += (record.record_id, record.to_json())
         batch = {
             "counters": COUNTER_FIELDS,
-            "retention_s": RECORD_RETENTION_S,
+            "retention_s": self._record_retention_s,
             "rows": rows,
             "records": counts,
         }
@@ -194,6 +202,9 @@ class RedisUsageBackend:
                     getattr(pipe, command)(key)
                 results += await pipe.execute()
         return results
+
+    async def prune_records(self, before_day: str, limit: int) -> int:
+        return 0  # a day's records hash expires by itself
 
     async def ping(self) -> None:
         await self._redis.ping()

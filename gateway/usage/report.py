@@ -14,7 +14,15 @@ from typing import Any
 from gateway.usage.counts import UNRESOLVED_MODEL, UsageCounts, UsageKey
 
 # group_by names and the row columns they add
-GROUP_COLUMNS = {"day": "day", "tenant": "tenant_id", "key": "key_id", "model": "model"}
+GROUP_COLUMNS = {
+    "month": "month",
+    "day": "day",
+    "tenant": "tenant_id",
+    "key": "key_id",
+    "model": "model",
+}
+# unless asked otherwise: the daily rows (a month is their sum)
+DEFAULT_GROUP_BY = "day,tenant,key,model"
 COUNTER_COLUMNS = (
     "requests",
     "prompt_tokens",
@@ -45,7 +53,7 @@ def summarize(
     groups: dict[tuple[str, ...], UsageCounts] = {}
     totals = UsageCounts()
     for key, counts in rows:
-        group = tuple(getattr(key, column) for column in columns)
+        group = tuple(_cell(key, column) for column in columns)
         groups.setdefault(group, UsageCounts()).merge(counts)
         totals.merge(counts)
     return {
@@ -56,6 +64,11 @@ def summarize(
         ],
         "totals": _counter_cells(totals),
     }
+
+
+def _cell(key: UsageKey, column: str) -> str:
+    """A row's value in a group column: the monthly rollup is the days' (YYYY-MM)."""
+    return key.day[:7] if column == "month" else str(getattr(key, column))
 
 
 def _group_cells(columns: list[str], group: tuple[str, ...]) -> dict[str, str | None]:

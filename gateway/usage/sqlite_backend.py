@@ -53,13 +53,20 @@ CREATE TABLE IF NOT EXISTS usage_records (
     ttft_ms REAL,
     estimated INTEGER NOT NULL,
     aborted INTEGER NOT NULL,
-    day TEXT NOT NULL
+    day TEXT NOT NULL,
+    base_model TEXT,
+    adapter TEXT,
+    finish_reason TEXT,
+    safety_action TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_records_by_tenant ON usage_records (tenant_id, day);
 CREATE INDEX IF NOT EXISTS usage_records_by_request ON usage_records (request_id);
+CREATE INDEX IF NOT EXISTS usage_records_by_day ON usage_records (day);
 COMMIT;
 """
 
+# Record fields added after the table first shipped: a file made before gets them as columns.
+ADDED_COLUMNS = dict.fromkeys(("base_model", "adapter", "finish_reason", "safety_action"), "TEXT")
 _COUNTERS = ", ".join(COUNTER_FIELDS)
 _ADD_COUNTERS = ", ".join(f"{name} = {name} + excluded.{name}" for name in COUNTER_FIELDS)
 UPSERT_ROW = (
@@ -81,6 +88,7 @@ class SqliteUsageBackend:
     ) -> None:
         self.health = StoreHealth("usage", budget_s)
         self._file = sqlite_file(path, busy_timeout_s, SCHEMA)
+        self._file.add_columns("usage_records", ADDED_COLUMNS)  # files made before they were
 
     async def write(self, records: list[UsageRecord]) -> None:
         await asyncio.to_thread(self._write, records)
@@ -126,6 +134,14 @@ class SqliteUsageBackend:
             ),
         )
         return [_record(row) for row in rows]
+
+    async def prune_records(self, before_day: str, limit: int) -> int:
+        with self._file.transaction() as db:
+            return db.execute(
+                "DELETE FROM usage_records WHERE rowid IN "
+                "(SELECT rowid FROM usage_records WHERE day < ? LIMIT ?)",
+                (before_day, limit),
+            ).rowcount
 
     async def ping(self) -> None:
         self._file.read("SELECT 1")

@@ -14,7 +14,11 @@ from tests.deploy.tools import compose_command
 from tests.fixtures.processes import REPO_ROOT
 from vllm_server.launcher import VllmConfig, build_command
 
-SECRETS = {"GATEWAY_ADMIN_KEY": "admin-key-for-tests", "GATEWAY_KEY_HASH_SECRET": "hash-secret"}
+SECRETS = {
+    "GATEWAY_ADMIN_KEY": "admin-key-for-tests",
+    "GATEWAY_KEY_HASH_SECRET": "hash-secret",
+    "GATEWAY_POSTGRES_PASSWORD": "postgres-password",
+}
 
 
 def compose(tmp_path: Path, *args: str, secrets: bool = True) -> subprocess.CompletedProcess[str]:
@@ -39,7 +43,16 @@ def resolved(tmp_path: Path, profile: str) -> dict:
 @pytest.mark.parametrize(("profile", "model_server"), [("gpu", "vllm"), ("cpu", "vllm-standin")])
 def test_each_profile_is_a_whole_stack(tmp_path: Path, profile: str, model_server: str) -> None:
     services = resolved(tmp_path, profile)["services"]
-    assert set(services) == {model_server, "redis", "gateway", "prometheus", "grafana"}
+    assert set(services) == {
+        model_server,
+        "redis",
+        "postgres",
+        "migrate",
+        "gateway",
+        "prometheus",
+        "grafana",
+        "jaeger",
+    }
     for mount in services["prometheus"]["volumes"] + services["grafana"]["volumes"]:
         if mount["type"] == "bind":
             assert Path(mount["source"]).exists(), mount
@@ -48,7 +61,7 @@ def test_each_profile_is_a_whole_stack(tmp_path: Path, profile: str, model_serve
 def test_secrets_must_be_given(tmp_path: Path) -> None:
     result = compose(tmp_path, "--profile", "cpu", "config", secrets=False)
     assert result.returncode != 0
-    assert "GATEWAY_KEY_HASH_SECRET" in result.stderr or "GATEWAY_ADMIN_KEY" in result.stderr
+    assert any(name in result.stderr for name in SECRETS), result.stderr
 
 
 def test_vllm_runs_the_stock_image_on_a_gpu_with_the_launchers_flags(tmp_path: Path) -> None:
@@ -96,10 +109,26 @@ def test_the_gateways_environment_is_valid_settings(
     settings = Settings()
     assert str(settings.upstream.url) == "http://vllm:8000/"
     assert settings.store.redis_url == "redis://redis:6379/0"
+    password = SECRETS["GATEWAY_POSTGRES_PASSWORD"]
+    assert settings.store.postgres_url == f"postgresql://gateway:{password}@postgres:5432/gateway"
     assert settings.admin.all_keys() == [SECRETS["GATEWAY_ADMIN_KEY"]]
     assert settings.server.workers == 2
     assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert gateway["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert not gateway["depends_on"]["vllm"]["required"]
+
+
+def test_postgres_keeps_its_data_on_a_volume_and_is_migrated_before_the_gateway(
+    tmp_path: Path,
+) -> None:
+    services = resolved(tmp_path, "cpu")["services"]
+    postgres, migrate = services["postgres"], services["migrate"]
+    assert any(v["target"] == "/var/lib/postgresql/data" for v in postgres["volumes"])
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert migrate["command"] == ["db", "migrate"]
+    assert migrate["environment"] == services["gateway"]["environment"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
 def test_prometheus_scrapes_the_compose_services_by_name() -> None:

@@ -4,6 +4,8 @@ output guard ends a real stream the way the SDK expects."""
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 from openai.lib.streaming.responses import ResponseStreamManager
@@ -66,3 +68,50 @@ def test_a_blocked_real_stream_ends_incomplete(real_vllm: RealVllm, vllm_gateway
     assert whole.incomplete_details is not None
     assert whole.incomplete_details.reason == "content_filter"
     assert whole.output_text == safe
+
+
+def test_a_conversation_continues_on_a_vllm_that_keeps_nothing(
+    real_vllm: RealVllm, vllm_gateway: Gateway
+) -> None:
+    """vLLM keeps nothing (its store is off): the gateway expands previous_response_id into
+    the input vLLM gets, which answers as it answers the same conversation sent whole."""
+    proxied = client(vllm_gateway.url, vllm_gateway.api_key)
+    first = create(proxied, "tenant-a")
+    assert proxied.responses.retrieve(first.id).output_text == first.output_text
+    second = proxied.responses.create(
+        model="tenant-a",
+        input="and then?",
+        previous_response_id=first.id,
+        max_output_tokens=MAX_OUTPUT_TOKENS,
+        temperature=0,
+    )
+    assert second.previous_response_id == first.id and second.model == "tenant-a"
+    whole = client(real_vllm.url, "unused").responses.create(
+        model="tenant-a",
+        input=[
+            {"role": "user", "content": PROMPT},
+            {"role": "assistant", "content": first.output_text},
+            {"role": "user", "content": "and then?"},
+        ],
+        max_output_tokens=MAX_OUTPUT_TOKENS,
+        temperature=0,
+    )
+    assert second.output_text == whole.output_text
+    assert second.usage is not None and whole.usage is not None
+    assert second.usage.input_tokens == whole.usage.input_tokens
+
+
+def test_a_background_response_completes_and_streams_again(vllm_gateway: Gateway) -> None:
+    proxied = client(vllm_gateway.url, vllm_gateway.api_key)
+    queued = proxied.responses.create(
+        model="base", input=PROMPT, max_output_tokens=MAX_OUTPUT_TOKENS, background=True
+    )
+    assert queued.status == "queued"
+    deadline = time.monotonic() + 60
+    while (read := proxied.responses.retrieve(queued.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert read.status in ("completed", "incomplete") and read.output_text
+    with proxied.responses.retrieve(queued.id, stream=True) as events:
+        deltas = [e.delta for e in events if isinstance(e, ResponseTextDeltaEvent)]
+    assert "".join(deltas) == read.output_text

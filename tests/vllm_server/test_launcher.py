@@ -108,6 +108,17 @@ def test_priority_scheduling_is_passed_and_fcfs_is_left_to_vllm() -> None:
     assert "--scheduling-policy" not in build_command(VllmConfig(model="m")).argv
 
 
+def test_tracing_sends_vllm_spans_to_the_otlp_http_endpoint() -> None:
+    url = "http://127.0.0.1:4318/v1/traces"
+    command = build_command(VllmConfig(model="m", otlp_traces_endpoint=url))
+    assert option(command, "--otlp-traces-endpoint") == url
+    assert command.env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
+    assert command.env["OTEL_SERVICE_NAME"] == "vllm"
+    untraced = build_command(VllmConfig(model="m"))
+    assert "--otlp-traces-endpoint" not in untraced.argv
+    assert "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" not in untraced.env
+
+
 def test_executable_comes_from_config_then_venv_then_next_to_python() -> None:
     explicit = VllmConfig(model="m", vllm_executable="/opt/vllm", venv="/venvs/v")
     assert build_command(explicit).argv[0] == "/opt/vllm"
@@ -136,6 +147,7 @@ def test_yaml_config_loads_every_field(tmp_path: Path) -> None:
             cpu_kv_cache_gib: 2
             extra_args: [--enable-prefix-caching]
             venv: /venvs/vllm
+            otlp_traces_endpoint: http://tempo:4318/v1/traces
             """
         )
     )
@@ -155,6 +167,7 @@ def test_yaml_config_loads_every_field(tmp_path: Path) -> None:
         cpu_kv_cache_gib=2,
         extra_args=("--enable-prefix-caching",),
         venv="/venvs/vllm",
+        otlp_traces_endpoint="http://tempo:4318/v1/traces",
     )
 
 

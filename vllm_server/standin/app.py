@@ -34,6 +34,8 @@ def create_app(config: StandinConfig) -> Starlette:
         Route("/v1/messages", anthropic_errors(generation.messages), methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic_errors(encode.count_tokens), methods=["POST"]),
         Route("/v1/embeddings", encode.embeddings, methods=["POST"]),
+        Route("/v1/audio/transcriptions", generation.transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", generation.translations, methods=["POST"]),
         Route("/tokenize", encode.tokenize, methods=["POST"]),
         Route("/detokenize", encode.detokenize, methods=["POST"]),
         Route("/v1/models", admin.models, methods=["GET"]),

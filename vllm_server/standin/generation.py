@@ -1,4 +1,5 @@
-"""The generation routes (/v1/chat/completions, /v1/completions, /v1/responses, /v1/messages):
+"""The generation routes (/v1/chat/completions, /v1/completions, /v1/responses, /v1/messages,
+/v1/audio/transcriptions and /translations):
 validate, roll the fault dice, then answer whole or as a stream, with the configured
 latency and faults; each route's shapes come from its Surface.
 
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vllm_server.standin.anthropic import MessagesShapes
+from vllm_server.standin.audio import SpeechToTextShapes, audio_job
 from vllm_server.standin.config import Faults
 from vllm_server.standin.engine import Engine
 from vllm_server.standin.errors import VLLMError, bad_request, json_response, read_json_object
@@ -54,6 +56,17 @@ class GenerationRoutes:
     async def messages(self, request: Request) -> Response | EventStream:
         job = messages_job(self._engine, await read_json_object(request))
         return await self._serve(request, job, MessagesShapes(job))
+
+    async def transcriptions(self, request: Request) -> Response | EventStream:
+        return await self._speech_to_text(request, "transcribe")
+
+    async def translations(self, request: Request) -> Response | EventStream:
+        return await self._speech_to_text(request, "translate")
+
+    async def _speech_to_text(self, request: Request, task: str) -> Response | EventStream:
+        async with request.form() as form:
+            job, seconds = audio_job(self._engine, form, task)
+        return await self._serve(request, job, SpeechToTextShapes(job, task, seconds))
 
     async def retrieve_response(self, request: Request) -> Response:
         """vLLM keeps no responses unless VLLM_ENABLE_RESPONSES_API_STORE=1 (off by

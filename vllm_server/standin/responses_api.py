@@ -74,7 +74,7 @@ class ResponsesShapes:
     def __init__(self, job: Job, body: dict):
         self._job = job
         self._body = body
-        self._id = f"resp_{secrets.token_hex(8)}"
+        self._id = body.get("request_id") or f"resp_{secrets.token_hex(8)}"
         self._item_id = f"msg_{secrets.token_hex(8)}"
         self._created = int(time.time())
         self._sequence = 0

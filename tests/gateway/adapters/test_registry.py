@@ -1,10 +1,9 @@
-"""One suite for both registry stores: what holds for SQLite holds for Redis (one server,
-Sentinel, Cluster), and a second instance on the same data (another gateway process) sees
-every change."""
+"""One suite for every registry store: what holds for SQLite holds for Postgres and Redis (one
+server, Sentinel, Cluster), and a second instance on the same data (another gateway process)
+sees every change."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,34 +12,24 @@ import pytest
 import pytest_asyncio
 
 from gateway.adapters.models import AdapterRecord
+from gateway.adapters.postgres_registry import PostgresAdapterRegistry
 from gateway.adapters.redis_registry import RedisAdapterRegistry
 from gateway.adapters.registry import AdapterRegistry
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
-from gateway.settings import StoreSettings
-from gateway.stores import open_stores
 from gateway.tenancy.store import Conflict, NotFound
-from tests.fixtures.redis import delete_prefixed_keys
-from tests.fixtures.redis_topologies import TOPOLOGIES, topology_url
+from tests.fixtures.stores import STORE_KINDS, two_store_sets
+
+REGISTRIES = {"sqlite": SqliteAdapterRegistry, "postgres": PostgresAdapterRegistry}
 
 
-@pytest_asyncio.fixture(params=["sqlite", *TOPOLOGIES], loop_scope="function")
+@pytest_asyncio.fixture(params=STORE_KINDS, loop_scope="function")
 async def registries(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[AdapterRegistry, AdapterRegistry]]:
     """Two registries on the same data."""
-    if request.param == "sqlite":
-        settings = StoreSettings(sqlite_path=tmp_path / "gateway.db")
-    else:
-        url = topology_url(request, request.param)
-        settings = StoreSettings(redis_url=url, redis_prefix=f"test-{uuid.uuid4().hex}:")
-    one, other = open_stores(settings).adapters, open_stores(settings).adapters
-    expected = SqliteAdapterRegistry if request.param == "sqlite" else RedisAdapterRegistry
-    assert isinstance(one, expected)
-    yield one, other
-    await one.close()
-    await other.close()
-    if settings.redis_url:
-        await delete_prefixed_keys(settings.redis_url, settings.redis_prefix)
+    async with two_store_sets(request, request.param, tmp_path) as (first, second):
+        assert isinstance(first.adapters, REGISTRIES.get(request.param, RedisAdapterRegistry))
+        yield first.adapters, second.adapters
 
 
 def record(name: str, **changes: object) -> AdapterRecord:

@@ -289,3 +289,25 @@ async def test_the_settings_size_the_reserve() -> None:
         call.finish.set()
     await asyncio.gather(*(call.task for call in noisy))
     assert queue.in_flight == 0
+
+
+async def test_a_grown_budget_lets_waiters_in_and_a_shrunk_one_starts_nothing() -> None:
+    queue = FairQueue(4, queue_timeout_s=10, reserved_share=0)
+    admitted: list[str] = []
+    calls = [Call(queue, "a", admitted) for _ in range(6)]
+    await settle()
+    assert queue.in_flight == 4 and queue.queued() == 2
+    queue.resize(6)  # another process left: its share is ours
+    await settle()
+    assert queue.in_flight == 6 and queue.queued() == 0
+    queue.resize(2)  # two more joined: nothing new starts until below two
+    late = Call(queue, "a", admitted)
+    for call in calls[:4]:
+        await call.done()
+    await settle()
+    assert queue.in_flight == 2 and queue.queued() == 1
+    await calls[4].done()
+    await settle()
+    assert queue.in_flight == 2 and queue.queued() == 0  # `late` took the freed slot
+    for call in [calls[5], late]:
+        await call.done()

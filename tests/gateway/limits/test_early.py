@@ -150,7 +150,7 @@ def test_refused_early_request_is_a_plain_429_through_the_gateway(
     gateways_on_redis: list[Gateway], stream: bool
 ) -> None:
     here, there = gateways_on_redis[0], gateways_on_redis[1]
-    key = limited_key(here, {"requests_per_minute": 4})
+    key = limited_key(here, {"requests_per_minute": 8})
     body: dict[str, object] = {
         "model": "base",
         "messages": [{"role": "user", "content": "hi"}],
@@ -166,8 +166,10 @@ def test_refused_early_request_is_a_plain_429_through_the_gateway(
             timeout=30,
         )
 
-    assert chat(here).status_code == 200  # Redis answered before the call: spare room 2
-    assert [chat(there).status_code for _ in range(3)] == [200] * 3  # the minute is used up
+    # Redis answered before the call: spare room 7, of which two gateways may each send early
+    # up to a quarter
+    assert chat(here).status_code == 200
+    assert [chat(there).status_code for _ in range(7)] == [200] * 7  # the minute is used up
     refused = chat(here)  # sent upstream early, then refused by Redis
     assert refused.status_code == 429
     assert refused.headers["content-type"].startswith("application/json")

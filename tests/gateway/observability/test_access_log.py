@@ -47,6 +47,7 @@ def finished() -> RequestContext:
     ctx.replica = "http://vllm-0:8000"
     ctx.first_event_at = ctx.started + 0.05
     ctx.usage = {"prompt_tokens": 11, "completion_tokens": 4}
+    ctx.trace_id = "0af7651916cd43dd8448eb211c80319c"
     return ctx
 
 
@@ -61,6 +62,7 @@ def test_one_line_with_every_field(log_pipe: tuple[int, int]) -> None:
     assert line == {
         "event": "request",
         "request_id": "req-1",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
         "endpoint": "/v1/chat/completions",
         "tenant": "acme",
         "tenant_id": "tenant_1",

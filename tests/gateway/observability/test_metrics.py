@@ -21,6 +21,7 @@ def finished_request(tenant: str, model: str | None, status: int, stream: bool) 
     ctx.upstream_seconds = 0.4
     ctx.tenant_name, ctx.key_id = tenant, "key_secretish"
     ctx.public_model, ctx.status, ctx.stream = model, status, stream
+    ctx.surface = "chat.completions"
     ctx.usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     if stream:
         ctx.first_event_at = ctx.started + 0.25
@@ -30,7 +31,8 @@ def finished_request(tenant: str, model: str | None, status: int, stream: bool) 
 def test_a_streamed_request_records_every_series() -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     metrics.observe_request(finished_request(tenant, "tenant-a", 200, stream=True), 0.5)
-    assert sample("vllm_gateway_requests_total", tenant=tenant, model="tenant-a", status="200") == 1
+    ok = {"tenant": tenant, "model": "tenant-a", "surface": "chat.completions", "status": "200"}
+    assert sample("vllm_gateway_requests_total", **ok) == 1
     assert sample("vllm_gateway_prompt_tokens_total", tenant=tenant, model="tenant-a") == 7
     assert sample("vllm_gateway_completion_tokens_total", tenant=tenant, model="tenant-a") == 3
     ttft_sum = sample("vllm_gateway_time_to_first_token_seconds_sum", model="tenant-a")
@@ -53,11 +55,12 @@ def test_whole_requests_have_no_ttft_and_overhead_excludes_upstream_time() -> No
 
 
 def test_requests_without_a_resolved_model_or_tenant_are_unknown() -> None:
-    before = sample("vllm_gateway_requests_total", tenant="unknown", model="unknown", status="401")
+    refused = {"tenant": "unknown", "model": "unknown", "surface": "responses", "status": "401"}
+    before = sample("vllm_gateway_requests_total", **refused)
     ctx = RequestContext("r")
-    ctx.status = 401
+    ctx.status, ctx.surface = 401, "responses"
     metrics.observe_request(ctx, 0.01)
-    after = sample("vllm_gateway_requests_total", tenant="unknown", model="unknown", status="401")
+    after = sample("vllm_gateway_requests_total", **refused)
     assert after - before == 1
 
 

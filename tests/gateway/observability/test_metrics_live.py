@@ -43,6 +43,22 @@ def delta(url: str, name: str, **labels: str) -> Callable[[], float]:
     return lambda: metric_value(url, name, **labels) - before
 
 
+def test_requests_are_counted_by_the_surface_they_used(gateway: Gateway) -> None:
+    ok = {"tenant": "acme", "model": "tenant-a", "status": "200"}
+    chats = delta(gateway.url, "vllm_gateway_requests_total", surface="chat.completions", **ok)
+    responses = delta(gateway.url, "vllm_gateway_requests_total", surface="responses", **ok)
+    messages = delta(gateway.url, "vllm_gateway_requests_total", surface="messages", **ok)
+    chat(gateway, stream=False)
+    reply = httpx.post(
+        gateway.url + "/v1/responses",
+        json={"model": "tenant-a", "input": "hi", "max_output_tokens": 4},
+        headers=gateway.headers,
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    assert (chats(), responses(), messages()) == (1, 1, 0)
+
+
 def test_requests_latency_ttft_and_tokens_are_counted(
     gateway: Gateway, standin: ServerProcess
 ) -> None:

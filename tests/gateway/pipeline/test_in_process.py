@@ -11,7 +11,13 @@ import orjson
 
 from gateway.upstream.base import UpstreamRequest
 from gateway.upstream.memory import MemoryResponse
+from gateway.usage.backend import RecordFilter
+from gateway.usage.sqlite_backend import SqliteUsageBackend
+from tests.fixtures.gateway import ADMIN_KEY
 from tests.fixtures.in_process import FakeVllm, call_once, in_process_gateway, sse
+from tests.gateway.safety.helpers import rule
+
+MAILS = rule("mails", "email", "redact", "input")
 
 SUPPORT_BOT = {"support-bot": {"base_model": "base", "adapter": "tenant-a"}}
 
@@ -117,3 +123,40 @@ async def test_unknown_models_and_upstream_errors_keep_the_openai_error_shape(
     assert relayed.status_code == 400
     assert relayed.json()["error"]["message"] == "max_tokens is too large"
     assert [r.url.rsplit("/", 1)[-1] for r in fake.inference_requests] == ["completions"]
+
+
+async def test_the_usage_record_names_the_route_the_finish_and_the_safety_action(
+    tmp_path: Path,
+) -> None:
+    fake = FakeVllm()
+    fake.routes["/v1/chat/completions"] = streamed
+    policies = {"no-mail": {"rules": [MAILS]}}
+    async with in_process_gateway(fake, tmp_path, SUPPORT_BOT, safety={"policies": policies}) as (
+        client,
+        key,
+    ):
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        tenant = (await client.get("/admin/v1/tenants", headers=admin)).json()["items"][0]
+        await client.patch(
+            f"/admin/v1/tenants/{tenant['id']}", json={"safety_policy": "no-mail"}, headers=admin
+        )
+        body = {
+            "model": "support-bot",
+            "messages": [{"role": "user", "content": "write to a@b.com"}],
+            "stream": True,
+        }
+        answer = await client.post(
+            "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        )
+    assert answer.status_code == 200, answer.text
+    backend = SqliteUsageBackend(tmp_path / "gateway.db")
+    (record,) = await backend.read_records(RecordFilter(tenant["id"]))
+    await backend.close()
+    assert (record.base_model, record.adapter, record.upstream_model) == (
+        "base",
+        "tenant-a",
+        "tenant-a",
+    )
+    assert record.finish_reason == "stop"
+    assert record.safety_action == "input:redact"
+    assert record.endpoint == "/v1/chat/completions"

@@ -33,7 +33,7 @@ async def _relay_until_the_client_hangs_up(upstream: UpstreamClient, url: str) -
             first_event_sent.set()
 
     response = await upstream.post(ctx, url, b"{}", stream=True)
-    await relay_stream(ctx, ChatCompletions(), response, [], StreamDrain(1.0), receive, send)
+    await relay_stream(ctx, ChatCompletions(), response, [], None, StreamDrain(1.0), receive, send)
     return ctx.status
 
 

@@ -32,7 +32,11 @@ process_start_time_seconds 1.7e9
 
 def test_a_vllm_page() -> None:
     assert parse_load(VLLM_PAGE) == ReplicaLoad(
-        waiting=5.0, kv_cache_usage=0.5, max_lora=4, running_adapters=frozenset({"c"})
+        waiting=5.0,
+        kv_cache_usage=0.5,
+        max_lora=4,
+        running_adapters=frozenset({"c"}),
+        waiting_adapters=frozenset({"a"}),
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 from gateway.replicas.replica import Replica
 from gateway.replicas.selection import (
     AffinityPolicy,
+    PrefixAwarePolicy,
     RoundRobinPolicy,
     RoutingPolicy,
     routing_policy,
@@ -45,7 +46,12 @@ def picks(
 
 
 @pytest.mark.parametrize(
-    ("name", "policy_class"), [("affinity", AffinityPolicy), ("round_robin", RoundRobinPolicy)]
+    ("name", "policy_class"),
+    [
+        ("affinity", AffinityPolicy),
+        ("prefix", PrefixAwarePolicy),
+        ("round_robin", RoundRobinPolicy),
+    ],
 )
 def test_the_setting_picks_the_policy(name: str, policy_class: type) -> None:
     settings = RoutingSettings(policy=name)
@@ -99,3 +105,16 @@ def test_affinity_unloads_an_idle_adapter_before_going_over_the_slots() -> None:
     full_of_idle = replica("idle", "c", slots=1)
     counts = picks(affinity(), [full_of_busy, full_of_idle], 3, adapter="a", path=PATH)
     assert counts == {"http://idle": 3}
+
+
+def test_a_process_weighs_its_in_flight_requests_by_the_deployments_processes() -> None:
+    """Four workers each see a quarter of the requests at a replica: 3 of their own there
+    stand for 12, which is past the adapter's miss cost (8), so the adapter spreads as one
+    process seeing all 12 would spread it."""
+    settings = RoutingSettings(adapter_miss_cost=MISS)
+    alone = AffinityPolicy(settings, lambda r: r.max_lora, lambda _: True)
+    of_four = AffinityPolicy(settings, lambda r: r.max_lora, lambda _: True, lambda: 4)
+    holder = replica("holder", "a", outstanding=3, running=frozenset({"a"}))
+    other = replica("other")
+    assert picks(alone, [holder, other], 1, adapter="a", path=PATH) == {holder.url: 1}
+    assert picks(of_four, [holder, other], 1, adapter="a", path=PATH) == {other.url: 1}

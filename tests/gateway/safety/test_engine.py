@@ -1,5 +1,6 @@
-"""The engine: which policy a request is under, stored policies (SQLite and Redis) replacing
-configured ones, reloads announced on the tenancy store, and the audit trail of decisions."""
+"""The engine: which policy a request is under, stored policies (SQLite, Postgres, Redis)
+replacing configured ones, reloads announced on the tenancy store, and the audit trail of
+decisions."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ import pytest
 import pytest_asyncio
 
 from gateway.core.errors import GatewayError
+from gateway.postgres.database import PostgresDatabase
 from gateway.safety.engine import SafetyEngine
 from gateway.safety.policy import PolicySpec, SafetySettings
-from gateway.safety.policy_store import PolicyStore, RedisPolicyStore, SqlitePolicyStore
+from gateway.safety.policy_store import (
+    PolicyStore,
+    PostgresPolicyStore,
+    RedisPolicyStore,
+    SqlitePolicyStore,
+)
 from gateway.tenancy.auth import Principal
 from gateway.tenancy.models import ApiKey, Tenant
 from gateway.tenancy.sqlite_store import SqliteStore
@@ -45,10 +52,14 @@ def principal(tenant_policy: str | None = None, key_policy: str | None = None) -
     return Principal.of(key, tenant)
 
 
-@pytest_asyncio.fixture(params=["sqlite", "redis"], loop_scope="function")
+@pytest_asyncio.fixture(params=["sqlite", "postgres", "redis"], loop_scope="function")
 async def policies(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PolicyStore]:
     if request.param == "sqlite":
         store: PolicyStore = SqlitePolicyStore(tmp_path / "gateway.db")
+        yield store
+        await store.close()
+    elif request.param == "postgres":
+        store = PostgresPolicyStore(PostgresDatabase(request.getfixturevalue("postgres_url")))
         yield store
         await store.close()
     else:

@@ -1,5 +1,5 @@
-"""One suite for both stores: whatever a test asserts holds for SQLite and for Redis alike, on
-one Redis server, under Sentinel and on a Cluster."""
+"""One suite for every store: whatever a test asserts holds for SQLite, for Postgres and for
+Redis alike, on one Redis server, under Sentinel and on a Cluster."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import pytest_asyncio
 
+from gateway.postgres.database import PostgresDatabase
 from gateway.tenancy.models import ApiKey, AuditEntry, Limits, ModelRoute, Tenant
+from gateway.tenancy.postgres_store import LISTENER_NAME, PostgresStore
 from gateway.tenancy.redis_store import RedisStore
 from gateway.tenancy.sqlite_store import SqliteStore
 from gateway.tenancy.store import Conflict, InvalidationHandler, NotFound, Store
@@ -22,12 +25,16 @@ from tests.fixtures.redis_topologies import TOPOLOGIES, kill_clients_named, topo
 T0 = 1_700_000_000.123456
 
 
-@pytest_asyncio.fixture(params=["sqlite", *TOPOLOGIES], loop_scope="function")
+@pytest_asyncio.fixture(params=["sqlite", "postgres", *TOPOLOGIES], loop_scope="function")
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         sqlite_store = SqliteStore(tmp_path / "tenancy.db")
         yield sqlite_store
         await sqlite_store.close()
+    elif request.param == "postgres":
+        postgres_store = PostgresStore(PostgresDatabase(request.getfixturevalue("postgres_url")))
+        yield postgres_store
+        await postgres_store.close()
     else:
         async with isolated_redis_store(topology_url(request, request.param)) as redis_store:
             yield redis_store
@@ -38,6 +45,8 @@ async def twin(store: Store, request: pytest.FixtureRequest) -> AsyncIterator[St
     """A second instance on the same data, as another gateway process would open it."""
     if isinstance(store, RedisStore):
         other: Store = RedisStore(store.url, prefix=store.prefix)
+    elif isinstance(store, PostgresStore):
+        other = PostgresStore(PostgresDatabase(store.url))
     else:
         assert isinstance(store, SqliteStore)
         other = SqliteStore(store.path)
@@ -374,3 +383,27 @@ async def test_redis_listener_resubscribes_and_notifies_after_losing_its_connect
         await asyncio.wait_for(heard.wait(), timeout=15)
         heard.clear()
         await publish_until_heard(redis_store, heard)
+
+
+async def test_postgres_listener_listens_again_and_notifies_after_losing_its_connection(
+    postgres_url: str,
+) -> None:
+    heard = asyncio.Event()
+    postgres_store = PostgresStore(PostgresDatabase(postgres_url))
+    try:
+        async with listening(postgres_store, heard.set):
+            await publish_until_heard(postgres_store, heard)
+            heard.clear()
+            async with await psycopg.AsyncConnection.connect(postgres_url) as admin:
+                ended = await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND datname = current_database()",
+                    (LISTENER_NAME,),
+                )
+                assert await ended.fetchall() == [(True,)]
+            # Nothing is published: only the new LISTEN may call the handler now.
+            await asyncio.wait_for(heard.wait(), timeout=15)
+            heard.clear()
+            await publish_until_heard(postgres_store, heard)
+    finally:
+        await postgres_store.close()

@@ -1,10 +1,12 @@
-"""The ledger's two stores, each with a way to make it fail, for one parametrized suite; and
+"""The ledger's three stores, each with a way to make it fail, for one parametrized suite; and
 requests as the app hands them to the ledger.
 
 Redis is a redis-server of this module's own (from tests/fixtures/redis.py), so tests may stop
 and restart it by PID, or freeze it, without disturbing anyone else's Redis; each test writes
 under a fresh prefix. SQLite is a file per test; its outage is another connection holding the
-file's write lock. Each ledger's log is in a directory of the test's own. `Clock` sets the
+file's write lock. Postgres is the session's test database, emptied per test
+(tests/fixtures/postgres.py); its outage is another connection holding the records table's
+lock. Each ledger's log is in a directory of the test's own. `Clock` sets the
 ledger's time, so tests choose which UTC day a request falls on.
 """
 
@@ -19,12 +21,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from gateway.core.asgi import Message
 from gateway.core.context import RequestContext
+from gateway.postgres.database import PostgresDatabase
 from gateway.usage.backend import UsageBackend
 from gateway.usage.ledger import Delivery, UsageLedger
+from gateway.usage.postgres_backend import PostgresUsageBackend
 from gateway.usage.redis_backend import RedisUsageBackend
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from gateway.usage.wal import WriteAheadLog
@@ -164,8 +169,29 @@ def sqlite_ledger_store(path: Path, wal_dir: Path) -> LedgerStore:
     )
 
 
-@pytest.fixture(params=["redis", "sqlite"])
+@contextmanager
+def records_locked(url: str) -> Iterator[None]:
+    """Hold the records table's lock from another connection: every write waits on it."""
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE usage_records IN ACCESS EXCLUSIVE MODE")
+        yield
+        holder.rollback()
+
+
+def postgres_ledger_store(url: str, wal_dir: Path) -> LedgerStore:
+    """The test's Postgres database; its outage: the records table locked by another."""
+    return LedgerStore(
+        "postgres",
+        lambda: PostgresUsageBackend(PostgresDatabase(url, STORE_TIMEOUT_S), STORE_TIMEOUT_S),
+        lambda: records_locked(url),
+        wal_dir,
+    )
+
+
+@pytest.fixture(params=["redis", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerStore:
     if request.param == "redis":
         return redis_ledger_store(request.getfixturevalue("own_redis"), tmp_path / "wal")
+    if request.param == "postgres":
+        return postgres_ledger_store(request.getfixturevalue("postgres_url"), tmp_path / "wal")
     return sqlite_ledger_store(tmp_path / "gateway.db", tmp_path / "wal")

@@ -1,5 +1,6 @@
-"""The ledger on both stores: what it counts, how it reads back, and that no count is lost or
-doubled when the store fails. Every test runs against real Redis and a real SQLite file."""
+"""The ledger on every store: what it counts, how it reads back, and that no count is lost or
+doubled when the store fails. Every test runs against real Redis, a real Postgres database and
+a real SQLite file."""
 
 from __future__ import annotations
 

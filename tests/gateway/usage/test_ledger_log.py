@@ -144,5 +144,7 @@ async def test_each_store_has_a_log_directory_of_its_own(tmp_path: Path) -> None
     redis = {"redis_url": "redis://127.0.0.1:1", "sqlite_path": tmp_path / "a.db"}
     await started(StoreSettings(**redis, redis_prefix="one:"))
     await started(StoreSettings(**redis, redis_prefix="two:"))
+    await started(StoreSettings(**redis, postgres_url="postgresql://127.0.0.1:1/one"))
+    await started(StoreSettings(**redis, postgres_url="postgresql://127.0.0.1:1/two"))
     kinds = sorted(path.name.split("-")[0] for path in (tmp_path / "logs").iterdir())
-    assert kinds == ["redis", "redis", "sqlite", "sqlite"]
+    assert kinds == ["postgres", "postgres", "redis", "redis", "sqlite", "sqlite"]

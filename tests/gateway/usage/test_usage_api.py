@@ -109,6 +109,8 @@ def test_rows_by_day_tenant_key_and_model(admin_server: ServerProcess) -> None:
         ({"group_by": "key", "model": "m2"}, [("k2", 1, 0), ("k3", 1, 100)]),
         ({"group_by": "tenant", "key_id": "k3", "to": DAY_1}, [("t2", 1, 3)]),
         ({"group_by": "day", "from": "2031-01-01"}, []),
+        ({"group_by": "month"}, [(DAY_1[:7], 7, 134)]),
+        ({"group_by": "month", "from": DAY_3}, [(DAY_3[:7], 1, 100)]),
     ],
 )
 def test_grouping_and_filters(
@@ -116,6 +118,7 @@ def test_grouping_and_filters(
 ) -> None:
     report = usage_json(admin_server, **params)
     column = {"tenant": "tenant_id", "model": "model", "day": "day", "key": "key_id"}
+    column["month"] = "month"
     group_column = column[params["group_by"]]
     assert [set(row) for row in report["rows"]] == [{group_column, *COUNTERS}] * len(rows)
     shown = [(row[group_column], row["requests"], row["prompt_tokens"]) for row in report["rows"]]

@@ -27,6 +27,7 @@ PAGES = [
     ("Keys", "API keys"),
     ("Adapters", "Adapters"),
     ("Usage", "Usage"),
+    ("Requests", "Requests"),
     ("Audit log", "Audit log"),
 ]
 

@@ -6,6 +6,7 @@ import { adminKey, forgetAdminKey, keepAdminKey } from "./session.js";
 import * as adapters from "./pages/adapters.js";
 import * as audit from "./pages/audit.js";
 import * as keys from "./pages/keys.js";
+import * as requests from "./pages/requests.js";
 import * as tenants from "./pages/tenants.js";
 import * as usage from "./pages/usage.js";
 
@@ -14,6 +15,7 @@ const PAGES = {
   keys: { title: "API keys", module: keys },
   adapters: { title: "Adapters", module: adapters },
   usage: { title: "Usage", module: usage },
+  requests: { title: "Requests", module: requests },
   audit: { title: "Audit log", module: audit },
 };
 const DEFAULT_PAGE = "tenants";

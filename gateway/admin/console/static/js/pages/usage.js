@@ -92,8 +92,8 @@ function totalsTable(series, splitLabel) {
   });
 }
 
-function download(text, filename) {
-  const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+export function download(text, filename, type = "text/csv") {
+  const url = URL.createObjectURL(new Blob([text], { type }));
   const link = h("a", { href: url, download: filename });
   document.body.append(link);
   link.click();

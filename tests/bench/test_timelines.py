@@ -1,0 +1,59 @@
+"""The GPU benchmark's TTFT decomposition, on a hand-written access log: each request's client
+TTFT splits into the hop to the gateway, its own work, the upstream part and the relay back."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bench.gpu.timelines import decompose
+
+SENT_S = 1_800_000_000.0
+
+
+def access_line(request_id: str, arrival_s: float, ttft_ms: float, overhead_ms: float) -> str:
+    latency_ms = 900.0
+    end = datetime.fromtimestamp(arrival_s + latency_ms / 1e3, UTC)
+    entry = {
+        "ts": end.isoformat(timespec="milliseconds"),
+        "event": "request",
+        "request_id": request_id,
+        "status": 200,
+        "latency_ms": latency_ms,
+        "ttft_ms": ttft_ms,
+        "overhead_ms": overhead_ms,
+    }
+    return json.dumps(entry) + "\n"
+
+
+def test_a_requests_ttft_splits_into_its_parts(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    log.write_text(
+        "INFO: started\n"
+        + access_line("r-0", SENT_S + 0.010, ttft_ms=500.0, overhead_ms=0.5)
+        + access_line("r-1", SENT_S + 0.002, ttft_ms=100.0, overhead_ms=0.2)
+    )
+    timings = [
+        {"id": "r-0", "sent_s": SENT_S, "ttft_ms": 520.0},
+        {"id": "r-1", "sent_s": SENT_S, "ttft_ms": 103.0},
+        {"id": "r-2", "sent_s": SENT_S, "ttft_ms": None},  # failed: not in the log
+    ]
+    timeline = decompose(timings, log, 0)
+    assert (timeline["requests"], timeline["matched"]) == (3, 2)
+    slowest = timeline["slowest_1pct_mean"]
+    assert slowest["client_ttft_ms"] == 520.0
+    assert slowest["to_gateway_ms"] == pytest.approx(10.0, abs=0.01)
+    assert slowest["gateway_own_ms"] == 0.5
+    assert slowest["upstream_ms"] == 499.5
+    assert slowest["back_to_client_ms"] == pytest.approx(10.0, abs=0.01)
+
+
+def test_lines_before_the_runs_offset_are_not_read(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    earlier = access_line("r-0", SENT_S, ttft_ms=5.0, overhead_ms=0.1)
+    log.write_text(earlier)
+    timings = [{"id": "r-0", "sent_s": SENT_S, "ttft_ms": 6.0}]
+    assert decompose(timings, log, len(earlier.encode())) == {"requests": 1, "matched": 0}
