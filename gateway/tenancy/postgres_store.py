@@ -37,7 +37,7 @@ from gateway.tenancy.models import (
     tenant_from_dict,
     to_dict,
 )
-from gateway.tenancy.store import Conflict, InvalidationHandler, NotFound, notify
+from gateway.tenancy.store import Conflict, InvalidationHandler, NotFound, audit_where, notify
 
 logger = logging.getLogger(__name__)
 
@@ -200,10 +200,7 @@ class PostgresStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[AuditEntry]:
-        filters = [("target_id = %s", target_id), ("action = %s", action), ("at >= %s", since)]
-        clauses = [clause for clause, value in filters if value is not None]
-        values = tuple(value for _, value in filters if value is not None)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, values = audit_where(target_id, action, since, "%s")
         rows = await self._db.read(
             f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT %s OFFSET %s",
             (*values, limit, offset),

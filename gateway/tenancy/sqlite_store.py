@@ -38,7 +38,7 @@ from gateway.tenancy.models import (
     tenant_from_dict,
     to_dict,
 )
-from gateway.tenancy.store import Conflict, InvalidationHandler, NotFound, notify
+from gateway.tenancy.store import Conflict, InvalidationHandler, NotFound, audit_where, notify
 
 POLL_INTERVAL_S = 0.25
 
@@ -238,10 +238,7 @@ class SqliteStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[AuditEntry]:
-        filters = [("target_id = ?", target_id), ("action = ?", action), ("at >= ?", since)]
-        clauses = [clause for clause, value in filters if value is not None]
-        values = tuple(value for _, value in filters if value is not None)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, values = audit_where(target_id, action, since, "?")
         rows = self._file.read(
             f"SELECT doc FROM audit {where} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?",
             (*values, limit, offset),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.store_health import StoreHealth
 from gateway.tenancy.models import ApiKey, AuditEntry, Tenant
@@ -104,3 +104,15 @@ class Store(Protocol):
         """One cheap round trip: whether the store answers (readiness probes)."""
 
     async def close(self) -> None: ...
+
+
+def audit_where(
+    target_id: str | None, action: str | None, since: float | None, placeholder: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The SQL stores' WHERE clause ("" for none) selecting audit entries, in their driver's
+    placeholder style (`?` or `%s`), and its values."""
+    filters = [("target_id", target_id), ("action", action), ("at", since)]
+    given = [(column, value) for column, value in filters if value is not None]
+    clauses = [f"{column} {'>=' if column == 'at' else '='} {placeholder}" for column, _ in given]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where, tuple(value for _, value in given)

@@ -12,6 +12,7 @@ ledger's time, so tests choose which UTC day a request falls on.
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from gateway.admin.cli import ADMIN_KEY_ENV, URL_ENV
 from gateway.core.asgi import Message
 from gateway.core.context import RequestContext
 from gateway.postgres.database import PostgresDatabase
@@ -33,6 +35,7 @@ from gateway.usage.postgres_backend import PostgresUsageBackend
 from gateway.usage.redis_backend import RedisUsageBackend
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from gateway.usage.wal import WriteAheadLog
+from tests.fixtures.gateway import ADMIN_KEY
 from tests.fixtures.redis import OwnRedis
 
 # Short, so that a frozen Redis or a locked file fails a flush quickly.
@@ -195,3 +198,29 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerStore:
     if request.param == "postgres":
         return postgres_ledger_store(request.getfixturevalue("postgres_url"), tmp_path / "wal")
     return sqlite_ledger_store(tmp_path / "gateway.db", tmp_path / "wal")
+
+
+CliRun = Callable[..., tuple[int, str, str]]
+
+
+def cli_against(
+    url: str,
+    command: str,
+    add_commands: Callable[[Any], None],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> CliRun:
+    """`run(*argv)` runs `vllm-gateway <command> *argv` against the admin API at `url`:
+    (exit code, stdout, stderr)."""
+    monkeypatch.setenv(URL_ENV, url)
+    monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN_KEY)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        parser = argparse.ArgumentParser(prog="vllm-gateway")
+        add_commands(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args([command, *argv])
+        code = args.func(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

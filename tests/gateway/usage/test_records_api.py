@@ -4,7 +4,6 @@ admin app served by uvicorn in a child process, on a ledger (SQLite, or the Redi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import io
@@ -19,7 +18,6 @@ import orjson
 import pytest
 
 from bench.redis_server import delete_prefixed_keys
-from gateway.admin.cli import ADMIN_KEY_ENV, URL_ENV
 from gateway.admin.records_api import UsageRecordOut
 from gateway.admin.records_cli import add_commands
 from gateway.usage.backend import UsageBackend
@@ -28,7 +26,17 @@ from gateway.usage.redis_backend import RedisUsageBackend
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from tests.fixtures.gateway import ADMIN_KEY
 from tests.fixtures.processes import PYTHON, ServerProcess, free_port, running_server
-from tests.gateway.usage.conftest import DAY_1, DAY_2, DAY_3, Clock, new_ledger, noon, record
+from tests.gateway.usage.conftest import (
+    DAY_1,
+    DAY_2,
+    DAY_3,
+    CliRun,
+    Clock,
+    cli_against,
+    new_ledger,
+    noon,
+    record,
+)
 
 REPLICA = "http://vllm-1:8000"
 # The ledger as filled: (day, tenant, key, model, prompt, completion, status, request id)
@@ -319,21 +327,10 @@ def cli(
     admin_server: ServerProcess,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> Callable[..., tuple[int, str, str]]:
+) -> CliRun:
     """`cli("--tenant", "t1")` runs `vllm-gateway usage-records ...` against the admin server:
     (exit code, stdout, stderr)."""
-    monkeypatch.setenv(URL_ENV, admin_server.url)
-    monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN_KEY)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        parser = argparse.ArgumentParser(prog="vllm-gateway")
-        add_commands(parser.add_subparsers(dest="command", required=True))
-        args = parser.parse_args(["usage-records", *argv])
-        code = args.func(args)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_against(admin_server.url, "usage-records", add_commands, monkeypatch, capsys)
 
 
 def test_cli_table(cli: Callable[..., tuple[int, str, str]]) -> None:

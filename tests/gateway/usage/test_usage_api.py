@@ -3,7 +3,6 @@ by uvicorn in a child process, reading a ledger file that this module filled bef
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import io
@@ -15,12 +14,21 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.admin.cli import ADMIN_KEY_ENV, URL_ENV
 from gateway.admin.usage_cli import add_commands
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from tests.fixtures.gateway import ADMIN_KEY
 from tests.fixtures.processes import PYTHON, ServerProcess, free_port, running_server
-from tests.gateway.usage.conftest import DAY_1, DAY_2, DAY_3, Clock, new_ledger, noon, record
+from tests.gateway.usage.conftest import (
+    DAY_1,
+    DAY_2,
+    DAY_3,
+    CliRun,
+    Clock,
+    cli_against,
+    new_ledger,
+    noon,
+    record,
+)
 
 COUNTERS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "rejected"]
 
@@ -180,21 +188,10 @@ def cli(
     admin_server: ServerProcess,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> Callable[..., tuple[int, str, str]]:
+) -> CliRun:
     """`cli("--group-by", "tenant")` runs `vllm-gateway usage ...` against the admin server:
     (exit code, stdout, stderr)."""
-    monkeypatch.setenv(URL_ENV, admin_server.url)
-    monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN_KEY)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        parser = argparse.ArgumentParser(prog="vllm-gateway")
-        add_commands(parser.add_subparsers(dest="command", required=True))
-        args = parser.parse_args(["usage", *argv])
-        code = args.func(args)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_against(admin_server.url, "usage", add_commands, monkeypatch, capsys)
 
 
 def test_cli_table(cli: Callable[..., tuple[int, str, str]]) -> None:
