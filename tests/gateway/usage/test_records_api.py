@@ -20,11 +20,14 @@ import pytest
 from bench.redis_server import delete_prefixed_keys
 from gateway.admin.records_api import UsageRecordOut
 from gateway.admin.records_cli import add_commands
+from gateway.postgres.database import PostgresDatabase
 from gateway.usage.backend import UsageBackend
+from gateway.usage.postgres_backend import PostgresUsageBackend
 from gateway.usage.records import RECORD_FIELDS, UsageRecord
 from gateway.usage.redis_backend import RedisUsageBackend
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from tests.fixtures.gateway import ADMIN_KEY
+from tests.fixtures.postgres import empty_tables
 from tests.fixtures.processes import PYTHON, ServerProcess, free_port, running_server
 from tests.gateway.usage.conftest import (
     DAY_1,
@@ -75,7 +78,7 @@ async def fill_ledger(backend: UsageBackend, wal_dir: Path) -> None:
     await ledger.close()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=["sqlite", "redis", "postgres"])
 def admin_server(
     request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
@@ -93,6 +96,14 @@ def admin_server(
             "VLLM_GATEWAY_STORE__REDIS_PREFIX": prefix,
         }
         backend = RedisUsageBackend(redis_url, prefix)
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_database")
+        empty_tables(url)
+        env |= {
+            "VLLM_GATEWAY_STORE__POSTGRES_URL": url,
+            "VLLM_GATEWAY_AUTH__KEY_HASH_SECRET": "records-api-test-secret",
+        }
+        backend = PostgresUsageBackend(PostgresDatabase(url))
     asyncio.run(fill_ledger(backend, log_dir / "wal"))
     port = free_port()
     argv = [PYTHON, "-m", "uvicorn", "--factory", "tests.gateway.usage.admin_app:create_app"]
