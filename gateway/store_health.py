@@ -21,6 +21,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -58,13 +59,14 @@ _POSTGRES_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (psycopg.errors.TransactionRollback, "locked"),
     (psycopg.OperationalError, "connection"),
 )
+_REDIS_ASYNCIO = os.path.join("redis", "asyncio", "")
 # SQLite's OperationalError also means a bad statement (a bug); these messages mean the file.
 _SQLITE_UNAVAILABLE = ("locked", "busy", "disk i/o", "unable to open", "readonly", "full")
 
 
 def is_unavailable(error: Exception) -> bool:
     """True when `error` says the store cannot answer now (rather than that we erred)."""
-    if _unreachable_cluster(error):
+    if _unreachable_cluster(error) or _redis_connection_state(error):
         return True
     if isinstance(error, sqlite3.OperationalError):
         message = str(error).lower()
@@ -85,8 +87,21 @@ def _unreachable_cluster(error: Exception) -> bool:
     )
 
 
+def _redis_connection_state(error: Exception) -> bool:
+    """redis-py's Cluster client, during a failover, can fail inside its own connection code
+    on a connection the node's death closed under it (a RuntimeError on a closed transport,
+    an AttributeError on a writer already gone: seen in tests/chaos/test_redis_failover.py).
+    Raised there, they mean the node went away, not a bug of ours."""
+    if not isinstance(error, RuntimeError | AttributeError):
+        return False
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and _REDIS_ASYNCIO in trace.tb_frame.f_code.co_filename
+
+
 def failure_kind(error: Exception) -> str:
-    if _unreachable_cluster(error):
+    if _unreachable_cluster(error) or _redis_connection_state(error):
         return "connection"
     for error_type, kind in (*_REDIS_KINDS, *_POSTGRES_KINDS):
         if isinstance(error, error_type):

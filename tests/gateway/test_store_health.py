@@ -9,6 +9,7 @@ import time
 
 import pytest
 from redis import exceptions as redis_errors
+from redis.asyncio.connection import Connection as RedisConnection
 
 from gateway.core.errors import StoreUnavailable
 from gateway.store_health import StoreHealth, guarded
@@ -166,3 +167,24 @@ async def test_a_store_method_calling_another_is_one_probe() -> None:
     store.error = None
     assert await store.read_twice() == "okok"  # the inner calls are part of the probe
     assert store.health.available
+
+
+async def redis_connection_state_error() -> Exception:
+    """What redis-py's own connection code raises on a connection a dead node closed under
+    it: here, a command packed onto a connection whose writer is gone."""
+    try:
+        await RedisConnection()._send_packed_command([b"PING"])
+    except AttributeError as error:
+        return error
+    raise AssertionError("redis-py sent on a connection it never opened")
+
+
+async def test_redis_clients_own_connection_state_errors_are_an_outage() -> None:
+    store = FlakyStore()
+    store.error = await redis_connection_state_error()
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.read()
+    assert caught.value.kind == "connection"
+    store.error = AttributeError("'NoneType' object has no attribute 'writelines'")
+    with pytest.raises(AttributeError):  # the same error from our own code is a bug
+        await store.read()
