@@ -7,13 +7,9 @@ API's JSON with ``--json``, options not given are not sent, ``none`` clears a va
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from gateway.admin.cli import (
-    ADMIN_KEY_ENV,
-    DEFAULT_URL,
-    URL_ENV,
     _add_page_options,
     _call,
     _cell,
@@ -22,6 +18,7 @@ from gateway.admin.cli import (
     _page_params,
     _page_table,
     _record,
+    add_connection_arguments,
 )
 
 UPDATABLE = ("path", "base_model", "tenant_id", "rank")
@@ -30,8 +27,7 @@ UPDATABLE = ("path", "base_model", "tenant_id", "rank")
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `adapters list|get|register|update|delete`."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get(URL_ENV, DEFAULT_URL))
-    common.add_argument("--admin-key", default=os.environ.get(ADMIN_KEY_ENV))
+    add_connection_arguments(common)
     common.add_argument("--json", action="store_true", help="print the API's JSON")
     commands = _group(subparsers, "adapters", "manage the LoRA adapter registry")
     listing = commands.add_parser(

@@ -36,17 +36,22 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 Render = Callable[[Any], str]
 
 
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `tenants`, `keys` and `audit`; each leaf parser sets ``func(args) -> exit code``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--url` and `--admin-key`, as every admin command takes them."""
+    parser.add_argument(
         "--url",
         default=os.environ.get(URL_ENV, DEFAULT_URL),
         help=f"the gateway's base URL (${URL_ENV}, default {DEFAULT_URL})",
     )
-    common.add_argument(
+    parser.add_argument(
         "--admin-key", default=os.environ.get(ADMIN_KEY_ENV), help=f"(${ADMIN_KEY_ENV})"
     )
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `tenants`, `keys` and `audit`; each leaf parser sets ``func(args) -> exit code``."""
+    common = argparse.ArgumentParser(add_help=False)
+    add_connection_arguments(common)
     common.add_argument("--json", action="store_true", help="print the API's JSON")
     _add_tenant_commands(_group(subparsers, "tenants", "manage tenants"), common)
     _add_key_commands(_group(subparsers, "keys", "manage API keys"), common)

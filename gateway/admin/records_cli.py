@@ -10,19 +10,16 @@ JSON by the functions its own CSV and JSON lines come from.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from typing import Any
 
 from gateway.admin.cli import (
-    ADMIN_KEY_ENV,
-    DEFAULT_URL,
-    URL_ENV,
     _call,
     _call_for_all_pages,
     _cell,
     _page_table,
     _when,
+    add_connection_arguments,
 )
 from gateway.admin.schemas import MAX_PAGE
 from gateway.usage.export import fields_csv, fields_jsonl
@@ -49,14 +46,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "usage-records",
         help="a tenant's usage records: one request by its id, or a period as CSV or JSON lines",
     )
-    records.add_argument(
-        "--url",
-        default=os.environ.get(URL_ENV, DEFAULT_URL),
-        help=f"the gateway's base URL (${URL_ENV}, default {DEFAULT_URL})",
-    )
-    records.add_argument(
-        "--admin-key", default=os.environ.get(ADMIN_KEY_ENV), help=f"(${ADMIN_KEY_ENV})"
-    )
+    add_connection_arguments(records)
     records.add_argument("--tenant", dest="tenant_id", required=True, help="the tenant id")
     records.add_argument("--request-id", help="only this request's record (the x-request-id)")
     records.add_argument("--from", dest="first_day", metavar="YYYY-MM-DD", help="first UTC day")

@@ -8,16 +8,13 @@ is rendered from the API's JSON by the same function the API's CSV comes from.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from gateway.admin.cli import (
-    ADMIN_KEY_ENV,
-    DEFAULT_URL,
-    URL_ENV,
     _call_for_all_pages,
     _cell,
     _table,
+    add_connection_arguments,
 )
 from gateway.usage.report import (
     COUNTER_COLUMNS,
@@ -33,14 +30,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     usage = subparsers.add_parser(
         "usage", help="requests, tokens, errors and rejections per day, tenant, key and model"
     )
-    usage.add_argument(
-        "--url",
-        default=os.environ.get(URL_ENV, DEFAULT_URL),
-        help=f"the gateway's base URL (${URL_ENV}, default {DEFAULT_URL})",
-    )
-    usage.add_argument(
-        "--admin-key", default=os.environ.get(ADMIN_KEY_ENV), help=f"(${ADMIN_KEY_ENV})"
-    )
+    add_connection_arguments(usage)
     usage.add_argument("--tenant", dest="tenant_id", help="only this tenant id")
     usage.add_argument("--key", dest="key_id", help="only this API key id")
     usage.add_argument("--model", help="only this public model name")

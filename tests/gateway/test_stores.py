@@ -16,7 +16,7 @@ from gateway.responses.sqlite_store import SqliteResponseStore
 from gateway.safety.policy import PolicySpec
 from gateway.safety.policy_store import PostgresPolicyStore, RedisPolicyStore, SqlitePolicyStore
 from gateway.settings import StoreSettings
-from gateway.stores import open_stores
+from gateway.stores import Stores, open_stores
 from gateway.tenancy.postgres_store import PostgresStore
 from gateway.tenancy.redis_store import RedisStore
 from gateway.tenancy.sqlite_store import SqliteStore
@@ -24,6 +24,16 @@ from gateway.usage.postgres_backend import PostgresUsageBackend
 from gateway.usage.redis_backend import RedisUsageBackend
 from gateway.usage.sqlite_backend import SqliteUsageBackend
 from tests.fixtures.redis import delete_prefixed_keys
+
+
+async def tenants_and_a_policy_round_trip(stores: Stores) -> None:
+    """No tenants yet, and a safety policy stored, read and deleted (the policies' contract
+    suite is tests/gateway/safety/test_engine.py)."""
+    assert await stores.keys.list_tenants() == []
+    policy = PolicySpec.model_validate({"rules": [{"name": "cards", "detector": "payment_card"}]})
+    assert (await stores.safety_policies.put("cards", policy))[1] is True
+    assert [stored.spec for stored in await stores.safety_policies.load_all()] == [policy]
+    assert await stores.safety_policies.delete("cards") is True
 
 
 async def test_without_a_url_every_store_is_the_sqlite_file(tmp_path: Path) -> None:
@@ -58,12 +68,7 @@ async def test_with_a_url_every_store_is_redis(redis_topology_url: str, tmp_path
         RedisUsageBackend,
         RedisResponseStore,
     ]
-    assert await stores.keys.list_tenants() == []
-    # the safety policies' one hash (their contract suite: tests/gateway/safety/test_engine.py)
-    policy = PolicySpec.model_validate({"rules": [{"name": "cards", "detector": "payment_card"}]})
-    assert (await stores.safety_policies.put("cards", policy))[1] is True
-    assert [stored.spec for stored in await stores.safety_policies.load_all()] == [policy]
-    assert await stores.safety_policies.delete("cards") is True
+    await tenants_and_a_policy_round_trip(stores)
     for store in stores.all():
         await store.ping()
         await store.close()
@@ -87,11 +92,7 @@ async def test_with_a_postgres_url_every_durable_store_is_postgres(
         PostgresUsageBackend,
         PostgresResponseStore,
     ]
-    assert await stores.keys.list_tenants() == []
-    policy = PolicySpec.model_validate({"rules": [{"name": "cards", "detector": "payment_card"}]})
-    assert (await stores.safety_policies.put("cards", policy))[1] is True
-    assert [stored.spec for stored in await stores.safety_policies.load_all()] == [policy]
-    assert await stores.safety_policies.delete("cards") is True
+    await tenants_and_a_policy_round_trip(stores)
     for store in stores.all():
         assert store.health.budget_s == 0.7
         await store.ping()

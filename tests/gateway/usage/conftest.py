@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -224,3 +225,12 @@ def cli_against(
         return code, out, err
 
     return run
+
+
+def assert_400_naming(response: httpx.Response, param: str) -> None:
+    """An admin API refusal in OpenAI's error format, naming the bad parameter."""
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param
+    assert error["message"]

@@ -35,6 +35,7 @@ from tests.gateway.usage.conftest import (
     DAY_3,
     CliRun,
     Clock,
+    assert_400_naming,
     cli_against,
     new_ledger,
     noon,
@@ -305,12 +306,7 @@ def test_jsonl_and_csv_exports_round_trip_the_records(admin_server: ServerProces
 def test_bad_queries_are_400_naming_the_parameter(
     admin_server: ServerProcess, params: dict[str, Any], param: str
 ) -> None:
-    response = get_records(admin_server, **params)
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["param"] == param
-    assert error["message"]
+    assert_400_naming(get_records(admin_server, **params), param)
 
 
 @pytest.mark.parametrize("admin_key", [None, "not-the-admin-key"])

@@ -24,6 +24,7 @@ from tests.gateway.usage.conftest import (
     DAY_3,
     CliRun,
     Clock,
+    assert_400_naming,
     cli_against,
     new_ledger,
     noon,
@@ -168,12 +169,7 @@ def test_csv_has_a_header_and_the_json_rows(admin_server: ServerProcess) -> None
 def test_bad_queries_are_400_naming_the_parameter(
     admin_server: ServerProcess, params: dict[str, str], param: str
 ) -> None:
-    response = get_usage(admin_server, **params)
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["param"] == param
-    assert error["message"]
+    assert_400_naming(get_usage(admin_server, **params), param)
 
 
 @pytest.mark.parametrize("admin_key", [None, "not-the-admin-key"])
