@@ -18,6 +18,12 @@ the stand-in at once, and the rest wait. Three runs share one arrival schedule p
   defaults: the gateway's). The first-come-first-served run is a FairQueue with one lane for
   everyone: a lone lane's share is the whole budget, so there the reserve never applies.
 
+`--processes 4` adds two noise runs with the budget kept as 4 gateway processes keep it, all
+in this one (request n in process n modulo 4): each its part of the open slots, and the reserve
+either divided (each process a reserve of its own part, as before the pool) or lent from one
+pool (gateway/isolation/reserve.py). It measures the rule alone, without 4 gateways' work on
+the machine's cores.
+
 `--through-gateways 1x4 2x1` adds, per shape, a no-noise and a noise run through real
 gateway processes (INSTANCES x WORKERS, on the Redis at 127.0.0.1:6379) with their fair queue
 on: the budget is then the deployment's, each process keeping its share (gateway/peers.py),
@@ -53,6 +59,7 @@ from bench.processes import free_port, running_server
 from bench.redis_server import delete_prefixed_keys
 from gateway.core.errors import GatewayError
 from gateway.isolation.fair_queue import FairQueue, reserved_slots
+from gateway.isolation.reserve import FileReserve, LocalReserve
 from gateway.peers import ANNOUNCE_INTERVAL_S
 from gateway.settings import FairQueueSettings
 
@@ -145,19 +152,34 @@ async def one_request(
     return Outcome(tenant, arrival - started, ttft)
 
 
+def fair_queues(load: Load, processes: int = 1, lend: bool = True) -> list[FairQueue]:
+    """The budget as `processes` gateway processes keep it, here in one: each its part, and
+    the reserve lent from one pool (`lend`, through the file the workers of an instance
+    share) or divided, each process keeping a reserve of its own part (as before the pool)."""
+    path = Path(tempfile.mkdtemp(prefix="bench-fairness-")) / "reserve"
+    path.touch()
+    queues = []
+    for rank in range(processes):
+        pool = FileReserve(str(path), rank, processes) if lend else LocalReserve()
+        queue = FairQueue(
+            load.budget,
+            load.queue_timeout_s,
+            reserved_share=load.reserved_share,
+            active_window_s=load.active_window_s,
+            reserve=pool,
+        )
+        queue.divide(processes, rank)
+        queues.append(queue)
+    return queues
+
+
 async def run(
-    routes: Routes, load: Load, tenants: list[str], fair: bool, queue_here: bool = True
+    routes: Routes, load: Load, tenants: list[str], fair: bool, queues: list[FairQueue] | None
 ) -> list[Outcome]:
-    """`routes(tenant, n)`: where the n-th request goes. `queue_here`: the budget is a
-    FairQueue in this process (with one lane for everyone unless `fair`); else the gateways
-    behind the routes queue."""
+    """`routes(tenant, n)`: where the n-th request goes. `queues`: the budget kept in this
+    process, request n queueing in queue n modulo their number (with one lane for everyone
+    unless `fair`); None: the gateways behind the routes queue."""
     loop = asyncio.get_running_loop()
-    queue = FairQueue(
-        load.budget,
-        load.queue_timeout_s,
-        reserved_share=load.reserved_share,
-        active_window_s=load.active_window_s,
-    )
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = loop.time() + 0.2
@@ -168,7 +190,9 @@ async def run(
             if delay > 0:
                 await asyncio.sleep(delay)
             lane = tenant if fair else FIFO_LANE
-            slot = queue.slot(lane) if queue_here else contextlib.nullcontext()
+            slot: AbstractAsyncContextManager[object] = (
+                queues[number % len(queues)].slot(lane) if queues else contextlib.nullcontext()
+            )
             route = routes(tenant, number)
             request = one_request(session, route, slot, tenant, arrival, started, tokens)
             tasks.append(asyncio.create_task(request))
@@ -297,6 +321,16 @@ def parse_args() -> argparse.Namespace:
         help="also run the fair queue in real gateway processes, e.g. 1x4 2x1 (on the Redis "
         "at 127.0.0.1:6379, which counts the processes: the budget is divided between them)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also keep the budget as N gateway processes would, in this one process, with "
+        "the reserve divided and with one reserve lent: the rule alone, without the "
+        "gateways' own work on the machine",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "fairness")
     return parser.parse_args()
 
@@ -335,14 +369,24 @@ def main() -> int:
     with running_server(argv, port, log_path) as standin:
         url = f"{standin.url}/v1/completions"
         for name, (tenants, fair) in plans.items():
-            outcomes = asyncio.run(run(lambda tenant, n: (url, {}), load, tenants, fair))
+            queues = fair_queues(load)
+            outcomes = asyncio.run(run(lambda tenant, n: (url, {}), load, tenants, fair, queues))
             runs[name] = summarize(outcomes, load)
             print(name, runs[name], flush=True)
+        for processes in args.processes:
+            for lend, how in ((False, "reserve divided"), (True, "one reserve lent")):
+                queues = fair_queues(load, processes, lend)
+                outcomes = asyncio.run(
+                    run(lambda tenant, n: (url, {}), load, [*QUIET, NOISY], True, queues)
+                )
+                name = f"noise, fair queue in {processes} processes (kept in this one), {how}"
+                runs[name] = summarize(outcomes, load)
+                print(name, runs[name], flush=True)
         for instances, workers in args.through_gateways:
             shape = f"{instances} instance{'s' if instances > 1 else ''} x {workers} workers"
             with gateway_routes(standin.url, load, instances, workers) as routes:
                 for name, tenants in (("no noise", list(QUIET)), ("noise", [*QUIET, NOISY])):
-                    outcomes = asyncio.run(run(routes, load, tenants, True, queue_here=False))
+                    outcomes = asyncio.run(run(routes, load, tenants, True, None))
                     runs[f"{name}, fair queue in the gateway, {shape}"] = summarize(outcomes, load)
                     print(name, shape, runs[f"{name}, fair queue in the gateway, {shape}"])
     command = "python -m bench.fairness " + " ".join(sys.argv[1:])

@@ -33,6 +33,7 @@ from gateway.core.lifecycle import running
 from gateway.core.status import CLIENT_CLOSED_REQUEST
 from gateway.health import Readiness, healthz
 from gateway.isolation.fair_queue import FairQueue
+from gateway.isolation.reserve import open_reserve
 from gateway.isolation.upstream_fields import TenantIsolation
 from gateway.limits import open_limiter
 from gateway.models_api import MODELS_PREFIX, ModelsApi
@@ -132,11 +133,17 @@ class GatewayApp:
         stages = request_stages(
             isolation, self.safety, keeper, self.limiter, settings.limits.default_max_tokens
         )
-        queue = FairQueue.from_settings(fair_queue) if fair_queue.enabled else None
-        if queue is not None:  # the budget is the deployment's: this process keeps its share
-            self.peers.subscribe(
-                lambda *_: queue.resize(self.peers.share(fair_queue.max_in_flight))
+        queue = reserve = None
+        if fair_queue.enabled:  # the budget is the deployment's: this process keeps its part
+            reserve = open_reserve(
+                store_settings.redis_url,
+                store_settings.redis_prefix,
+                settings.limits.redis_timeout_s,  # on the request's path, as the limiter is
+                workers,
+                self.peers.rank,
             )
+            queue = FairQueue.from_settings(fair_queue, reserve)
+            self.peers.subscribe(queue.divide)
         pipeline = InferencePipeline(
             guard,
             stages,
@@ -182,6 +189,7 @@ class GatewayApp:
             self.tracing,  # closed last: it exports the spans of the requests that drained
             self.transport,
             self.peers,
+            reserve,
             self.store,
             self.registry,
             self.safety,

@@ -35,6 +35,13 @@ PEER_TTL_S = 3.0
 Listener = Callable[[int, int], None]  # (count, rank)
 
 
+def part(total: int, count: int, rank: int) -> int:
+    """Process `rank`'s exact part of `total` divided between `count` processes: the parts of
+    all of them add up to it."""
+    base, extra = divmod(total, count)
+    return base + (1 if rank < extra else 0)
+
+
 class Peers:
     """This process's view: `count` processes, this one `rank` (0-based) among them.
     Listeners hear every change of the picture."""
@@ -60,12 +67,6 @@ class Peers:
         self.count, self.rank = count, rank
         for listener in self._listeners:
             listener(count, rank)
-
-    def share(self, total: int) -> int:
-        """This process's exact part of `total` (the parts of all processes add up to it; at
-        least 1, so that every process can serve)."""
-        base, extra = divmod(total, self.count)
-        return max(1, base + (1 if self.rank < extra else 0))
 
 
 class RedisPeers(Peers):

@@ -321,7 +321,9 @@ class FairQueueSettings(BaseModel):
         ge=0,
         lt=1,
         description="of max_in_flight, slots (rounded up, none of a budget of 1) kept for tenants "
-        "below their fair share, so a quiet tenant need not wait for a noisy one's slot to free",
+        "below their fair share, so a quiet tenant need not wait for a noisy one's slot to free; "
+        "one reserve for the deployment, lent to its processes (through Redis, or the workers' "
+        "shared file)",
     )
     active_window_s: float = Field(
         10.0,

@@ -14,6 +14,9 @@ others catch up or its own connections close; the ones behind keep accepting. A 
 has not published for `STALE_S` (stuck, or gone) does not count, so it cannot stop the
 others. 256 streams over 4 workers: 62 to 65 each (bench/results/worker_spread.md).
 
+The supervisor also makes the file through which the workers share the fair queue's reserve
+(gateway/isolation/reserve.py), and removes it at the end.
+
 The supervisor keeps uvicorn's worker processes (spawned, pinged, killed and started again
 when they hang or die, `STARTUP_FAILURE` ending it all); SIGINT and SIGTERM stop every worker
 gracefully. uvicorn's SIGHUP restart and SIGTTIN/SIGTTOU resizing are not offered.
@@ -29,6 +32,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 from types import FrameType
@@ -37,6 +41,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Process
 
+from gateway.isolation.reserve import RESERVE_FILE_ENV
 from gateway.peers import WORKER_INDEX_ENV
 
 logger = logging.getLogger("uvicorn.error")
@@ -166,6 +171,18 @@ class _Worker(Process):
 
 def serve_workers(config: uvicorn.Config) -> None:
     """Run `config.workers` balanced workers until SIGINT or SIGTERM."""
+    # the fair queue's reserve, one for all workers (gateway/isolation/reserve.py); spawned
+    # workers inherit the environment
+    reserve_fd, reserve_file = tempfile.mkstemp(prefix="vllm-gateway-reserve-")
+    os.close(reserve_fd)
+    os.environ[RESERVE_FILE_ENV] = reserve_file
+    try:
+        _supervise(config)
+    finally:
+        os.unlink(reserve_file)
+
+
+def _supervise(config: uvicorn.Config) -> None:
     listener = config.bind_socket()
     listener.listen(config.backlog)  # connections wait in the queue while workers start
     board = Board(config.workers)

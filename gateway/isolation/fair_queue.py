@@ -16,10 +16,16 @@ free once a noisy one has filled the budget. So the last `reserved_share` of the
 reserve, kept for tenants below their fair share: `max_in_flight * weight / (the weights of
 all active tenants)`, where a tenant is active while it has requests in flight or queued, or
 had one within `active_window_s`. A tenant below its share takes a reserve slot at once, even
-past waiting over-share tenants; a slot freed inside the reserve stays free rather than go to
-an over-share waiter. The cost is a few slots left idle while several tenants are active. A
+past waiting over-share tenants; a reserve slot freed goes to the next waiter below its share,
+or back to the reserve, never to an over-share waiter. Slots are alike: while the process
+holds reserve slots, a slot that frees is returned to the reserve, so over-share waiters get
+slots only below it. The cost is a few slots left idle while several tenants are active. A
 lone tenant's share is the whole budget, so it still gets every slot, and once the others
 fall out of the window a busy tenant gets the reserve too.
+
+With several gateway processes the budget is the deployment's: each process keeps its part
+of the open slots, and the reserve is kept once, in a pool they all borrow from
+(gateway/isolation/reserve.py), so that it absorbs a burst wherever the burst lands.
 
 Below the reserve, entering a slot is a few comparisons and additions: no lock, no future,
 no timer. A request that waits longer than `queue_timeout_s` is refused with 429 (with
@@ -35,7 +41,9 @@ from collections import deque
 from types import TracebackType
 
 from gateway.core.errors import GatewayError, RateLimitError, ServiceUnavailable
+from gateway.isolation.reserve import LocalReserve, ReservePool
 from gateway.observability import metrics, tracing
+from gateway.peers import part
 from gateway.settings import FairQueueSettings
 
 
@@ -49,26 +57,34 @@ class FairQueue:
         *,
         reserved_share: float = 0.0625,
         active_window_s: float = 10.0,
+        reserve: ReservePool | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         if active_window_s <= 0:
             raise ValueError("active_window_s must be positive")
+        self._budget = max_in_flight  # the deployment's
         self._reserved_share = reserved_share
+        self._reserved = reserved_slots(max_in_flight, reserved_share)
+        self._pool: ReservePool = reserve or LocalReserve()
         self._max = self._open = 0
-        self._set_budget(max_in_flight)
         self._window_s = active_window_s
         self._timeout_s = queue_timeout_s
         self._on_timeout = on_timeout
         self._retry_after_s = retry_after_s
-        self._in_flight = 0
+        self._in_flight = 0  # of the open slots
+        self._borrowed = 0  # reserve slots this process holds
+        self._lender: asyncio.Task[None] | None = None
         self._virtual_now = 0.0  # the virtual start time of the latest request let in
         self._lanes: dict[str, TenantLane] = {}
         # Lanes with waiters, in the order they started waiting (ties go to the earliest).
         self._backlogged: dict[str, TenantLane] = {}
+        self.divide(1, 0)
 
     @classmethod
-    def from_settings(cls, settings: FairQueueSettings) -> FairQueue:
+    def from_settings(
+        cls, settings: FairQueueSettings, reserve: ReservePool | None = None
+    ) -> FairQueue:
         return cls(
             settings.max_in_flight,
             settings.queue_timeout_s,
@@ -76,6 +92,7 @@ class FairQueue:
             settings.retry_after_s,
             reserved_share=settings.reserved_share,
             active_window_s=settings.active_window_s,
+            reserve=reserve,
         )
 
     def slot(self, tenant: str, weight: float = 1.0) -> TenantLane:
@@ -92,24 +109,34 @@ class FairQueue:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._in_flight + self._borrowed
 
     @property
     def max_in_flight(self) -> int:
         return self._max
 
-    def resize(self, max_in_flight: int) -> None:
-        """A new budget (this process's share of the deployment's, as the number of gateway
-        processes changes: gateway/peers.py). Growing lets waiters in at once; shrinking
-        starts no request until the requests in flight are below the new budget."""
-        self._set_budget(max_in_flight)
-        self._grant()
+    def divide(self, processes: int, rank: int) -> None:
+        """This process's part of the deployment's budget, `processes` gateway processes
+        sharing it and this one `rank` among them (gateway/peers.py; at least one slot each).
 
-    def _set_budget(self, max_in_flight: int) -> None:
-        metrics.fair_queue_budget(max_in_flight)
-        self._max = max_in_flight
-        # Slots anyone may take; the rest are the reserve, for tenants below their share.
-        self._open = max_in_flight - reserved_slots(max_in_flight, self._reserved_share)
+        With a shared pool the open slots are divided and the reserve is the pool's; else
+        each process keeps a reserve of its own budget. Growing lets waiters in at once;
+        shrinking starts no request until the requests in flight are below the new budget.
+        """
+        self._max = max(1, part(self._budget, processes, rank))
+        metrics.fair_queue_budget(self._max)
+        if self._pool.shared:
+            self._pool.set_capacity(self._reserved)
+            self._open = max(1, self._max - part(self._reserved, processes, rank))
+        else:
+            reserved = reserved_slots(self._max, self._reserved_share)
+            self._pool.set_capacity(reserved)
+            self._open = self._max - reserved
+        while self._borrowed and self._in_flight < self._open:  # alike: keep the open one
+            self._borrowed -= 1
+            self._in_flight += 1
+            self._pool.give_back()
+        self._grant()
 
     def queued(self, tenant: str | None = None) -> int:
         """Requests waiting for a slot: one tenant's, or everyone's."""
@@ -119,18 +146,21 @@ class FairQueue:
         return sum(len(lane.waiters) for lane in self._backlogged.values())
 
     def _enter_at_once(self, lane: TenantLane) -> bool:
-        # Below the reserve, a free slot is taken at once only if nobody waits: a waiter owns
-        # the next one. A tenant below its share may take a reserve slot past other tenants'
-        # waiters (never past its own: they go first, at the next release).
+        # A free open slot is taken at once only if nobody waits: a waiter owns the next one.
         if self._in_flight < self._open and not self._backlogged:
             self._in_flight += 1
             self._admit(lane)
             return True
-        if self._in_flight < self._max and not lane.waiters and self._under_share(lane):
-            self._in_flight += 1
-            self._admit(lane)
-            return True
         return False
+
+    async def _enter_reserve(self, lane: TenantLane) -> bool:
+        """A tenant below its share may take a reserve slot past other tenants' waiters
+        (never past its own: they go first, at the next release)."""
+        if lane.waiters or not self._under_share(lane) or not await self._pool.borrow():
+            return False
+        self._borrowed += 1
+        self._admit(lane)
+        return True
 
     def _under_share(self, lane: TenantLane) -> bool:
         """Whether `lane` holds fewer slots than its weight's part of the budget.
@@ -199,32 +229,59 @@ class FairQueue:
             del self._backlogged[lane.tenant]
 
     def _release(self, lane: TenantLane) -> None:
-        """Hand the freed slot straight to the next waiter, or give it back to the budget.
-
-        Inside the reserve, the next waiter gets a slot only if its tenant is below its share
-        (if the first in `_next_lane` order is not, no waiter is), else the slot stays free.
-        Waiters are let in while that holds, not just into the freed slot: once the other
-        tenants have gone idle, a busy tenant's share has grown and it takes the reserve too.
-        """
+        """Hand the freed slot on (see `_grant`). While the process holds reserve slots the
+        freed one counts as a reserve slot: it goes to the next waiter below its share, if
+        there is one, or back to the reserve."""
         lane.in_flight -= 1
         lane.last_active = time.monotonic()
-        self._in_flight -= 1
-        self._grant()
+        if not self._borrowed:
+            self._in_flight -= 1
+            self._grant()
+            return
+        if not self._hand_on(self._next_under_share()):
+            self._borrowed -= 1
+            self._pool.give_back()
 
     def _grant(self) -> None:
-        """Let waiters into the free slots, in `_next_lane` order (see `_release`)."""
-        while self._backlogged and self._in_flight < self._max:
-            chosen = min(self._backlogged.values(), key=self._next_lane)
-            if self._in_flight >= self._open and not self._under_share(chosen):
-                return
-            waiter = chosen.waiters.popleft()
-            if not chosen.waiters:
-                del self._backlogged[chosen.tenant]
+        """Let waiters into the free open slots, in `_next_lane` order; then waiters below
+        their share into the reserve (once the others have gone idle, a busy tenant's share
+        has grown and it takes the reserve too)."""
+        while self._backlogged and self._in_flight < self._open:
+            if self._hand_on(min(self._backlogged.values(), key=self._next_lane)):
+                self._in_flight += 1
+        if self._lender is None and self._next_under_share() is not None:
+            self._lender = asyncio.get_running_loop().create_task(self._lend())
+
+    async def _lend(self) -> None:
+        """Borrow reserve slots for the waiters below their share, one at a time."""
+        try:
+            while self._next_under_share() is not None and await self._pool.borrow():
+                if self._hand_on(self._next_under_share()):
+                    self._borrowed += 1
+                else:  # they went while the pool answered
+                    self._pool.give_back()
+                    return
+        finally:
+            self._lender = None
+
+    def _next_under_share(self) -> TenantLane | None:
+        if not self._backlogged:
+            return None
+        chosen = min(self._backlogged.values(), key=self._next_lane)
+        return chosen if self._under_share(chosen) else None
+
+    def _hand_on(self, lane: TenantLane | None) -> bool:
+        """Give a slot to `lane`'s first waiter still waiting; False if it has none."""
+        while lane is not None and lane.waiters:
+            waiter = lane.waiters.popleft()
+            if not lane.waiters:
+                del self._backlogged[lane.tenant]
             if waiter.done():  # cancelled; its task has not run its cleanup yet
                 continue
-            self._in_flight += 1
-            self._admit(chosen)
+            self._admit(lane)
             waiter.set_result(True)
+            return True
+        return False
 
     def _timeout_error(self) -> GatewayError:
         waited = f"{self._timeout_s:g}"
@@ -289,9 +346,10 @@ class TenantLane:
         self.step = 1.0 / weight
 
     async def __aenter__(self) -> None:
-        if not self._queue._enter_at_once(self):
+        queue = self._queue
+        if not queue._enter_at_once(self) and not await queue._enter_reserve(self):
             with tracing.span("gateway.fair_queue"):
-                await self._queue._wait(self)
+                await queue._wait(self)
 
     async def __aexit__(
         self,

@@ -10,16 +10,16 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from gateway.peers import PEER_TTL_S, Peers, RedisPeers
+from gateway.peers import PEER_TTL_S, Peers, RedisPeers, part
 from tests.fixtures.redis import delete_prefixed_keys
 
 
 @pytest.mark.parametrize("total", [1, 4, 63, 64, 65])
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
-def test_the_shares_add_up_to_the_total(total: int, count: int) -> None:
-    shares = [Peers(count, rank).share(total) for rank in range(count)]
-    assert max(shares) - min(shares) <= 1
-    assert sum(shares) == max(total, count)  # below one each, every process still gets one
+def test_the_parts_add_up_to_the_total(total: int, count: int) -> None:
+    parts = [part(total, count, rank) for rank in range(count)]
+    assert max(parts) - min(parts) <= 1
+    assert sum(parts) == total
 
 
 def test_listeners_hear_the_picture_now_and_every_change() -> None:

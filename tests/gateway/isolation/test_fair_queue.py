@@ -292,15 +292,16 @@ async def test_the_settings_size_the_reserve() -> None:
 
 
 async def test_a_grown_budget_lets_waiters_in_and_a_shrunk_one_starts_nothing() -> None:
-    queue = FairQueue(4, queue_timeout_s=10, reserved_share=0)
+    queue = FairQueue(12, queue_timeout_s=10, reserved_share=0)
+    queue.divide(3, 0)  # the deployment's 12 over 3 processes: 4 here
     admitted: list[str] = []
     calls = [Call(queue, "a", admitted) for _ in range(6)]
     await settle()
     assert queue.in_flight == 4 and queue.queued() == 2
-    queue.resize(6)  # another process left: its share is ours
+    queue.divide(2, 0)  # another process left: its part is shared by the two left
     await settle()
     assert queue.in_flight == 6 and queue.queued() == 0
-    queue.resize(2)  # two more joined: nothing new starts until below two
+    queue.divide(6, 0)  # four more joined: nothing new starts until below two
     late = Call(queue, "a", admitted)
     for call in calls[:4]:
         await call.done()
