@@ -25,6 +25,7 @@ from bench.clients import servers
 from bench.clients.calls import CALLS
 from bench.clients.report import Results, counts, lost, write
 from bench.clients.runner import Column, run_call
+from bench.processes import ServerProcess
 
 COLUMNS = ("direct", "before", "after")
 CLIENT_PACKAGES = (
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> int:
     calls = [call for call in CALLS if args.only in call.id]
     log_dir = Path(tempfile.mkdtemp(prefix="clients-matrix-"))
     print(f"{len(calls)} calls x {len(wanted)} columns; server logs in {log_dir}", flush=True)
-    started: list[servers.Server | servers.Gateway] = []
+    started: list[ServerProcess | servers.Gateway] = []
     made_worktree = False
     columns: list[Column] = []
     try:

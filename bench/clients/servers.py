@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from bench.processes import REPO_ROOT, ServerProcess, free_port, start_server
+
 GATEWAY_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 VLLM_SERVER = REPO_ROOT / ".venv" / "bin" / "vllm-server"
 ADMIN_KEY = "admin-clients-matrix-0123456789"
@@ -34,81 +32,19 @@ TENANT_MODELS = {
 VLLM_MODEL = "base"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A child server process, its root URL and its log."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def wait_ready(self, path: str, timeout: float) -> None:
-        """Return once GET `path` answers 200; raise with the log's tail if it never does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM to this process's PID, SIGKILL if it is still there after `timeout`."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def spawn(
-    name: str, argv: list[str], log_path: Path, port: int, cwd: Path, env: dict[str, str]
-) -> Server:
-    """Start `argv` in `cwd` with output to `log_path`; it is to serve on loopback `port`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd, env=env
-        )
-    return Server(name, process, f"http://127.0.0.1:{port}", log_path)
-
-
-def start_vllm(log_dir: Path, timeout: float = 300.0) -> Server:
+def start_vllm(log_dir: Path, timeout: float = 300.0) -> ServerProcess:
     """The launcher's CPU demo: the tiny model, adapters tenant-a..c, tool calling on."""
     port = free_port()
     argv = [str(VLLM_SERVER), "up", "--demo", "--port", str(port)]
     argv += ["--log", str(log_dir / "vllm.log")]
-    server = spawn("vllm", argv, log_dir / "vllm-launcher.log", port, REPO_ROOT, dict(os.environ))
-    try:
-        server.wait_ready("/health", timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return start_server(argv, port, log_dir / "vllm-launcher.log", "/health", timeout=timeout)
 
 
 @dataclass
 class Gateway:
     """A gateway child process and the tenant key made for it."""
 
-    server: Server
+    server: ServerProcess
     api_key: str
     source: Path
 
@@ -125,16 +61,15 @@ def start_gateway(name: str, source: Path, upstream: str, log_dir: Path) -> Gate
     tenant of TENANT_MODELS and a key for it."""
     port = free_port()
     env = {
-        **os.environ,
         "PYTHONPATH": str(source),
         "VLLM_GATEWAY_STORE__SQLITE_PATH": str(log_dir / f"{name}.db"),
         "VLLM_GATEWAY_ADMIN__KEYS": json.dumps([ADMIN_KEY]),
     }
     argv = [str(GATEWAY_PYTHON), "-m", "gateway.cli", "serve", "--port", str(port)]
     argv += ["--upstream", upstream]
-    server = spawn(name, argv, log_dir / f"{name}.log", port, source, env)
+    log_path = log_dir / f"{name}.log"
+    server = start_server(argv, port, log_path, "/healthz", env, timeout=60, cwd=source)
     try:
-        server.wait_ready("/healthz", 60)
         return Gateway(server, provision(server.url), source)
     except BaseException:
         server.stop()

@@ -222,10 +222,6 @@ class RedisReserve:
         self._unsure = False
         self._resting_until = 0.0
 
-    @property
-    def held(self) -> int:
-        return self._held
-
     def set_capacity(self, slots: int) -> None:
         self._capacity = slots
 

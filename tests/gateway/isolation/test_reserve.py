@@ -120,6 +120,26 @@ async def test_a_silent_redis_holder_is_forgotten_and_a_live_one_kept(
         await delete_prefixed_keys(redis_url, prefix)
 
 
+async def test_after_redis_lost_the_pool_a_holders_heartbeat_restores_its_slots(
+    redis_url: str,
+) -> None:
+    """Redis restarted empty (it keeps nothing on disk here): the slots a process still holds
+    are counted again from its next heartbeat, so the others cannot take them twice over."""
+    prefix = f"test-{uuid.uuid4().hex}:"
+    holder, other = (RedisReserve(redis_url, prefix, 2.0) for _ in "ab")
+    try:
+        for pool in (holder, other):
+            pool.set_capacity(3)
+        assert await borrowed(holder, 2) == 2
+        await delete_prefixed_keys(redis_url, prefix)
+        await holder.heartbeat()
+        assert await borrowed(other, 3) == 1
+    finally:
+        for pool in (holder, other):
+            await pool.close()
+        await delete_prefixed_keys(redis_url, prefix)
+
+
 async def test_an_unreachable_redis_lends_nothing_and_raises_nothing() -> None:
     pool = RedisReserve("redis://127.0.0.1:1", "test:", 0.2)
     pool.set_capacity(4)
