@@ -18,11 +18,17 @@ the stand-in at once, and the rest wait. Three runs share one arrival schedule p
   defaults: the gateway's). The first-come-first-served run is a FairQueue with one lane for
   everyone: a lone lane's share is the whole budget, so there the reserve never applies.
 
-`--processes 4` adds two noise runs with the budget kept as 4 gateway processes keep it, all
-in this one (request n in process n modulo 4): each its part of the open slots, and the reserve
-either divided (each process a reserve of its own part, as before the pool) or lent from one
-pool (gateway/isolation/reserve.py). It measures the rule alone, without 4 gateways' work on
-the machine's cores.
+`--processes 2 4` measures the queueing rule alone, without the stand-in, HTTP or the gateways'
+work on the machine's cores (whose noise decides a p99 on 2 shared cores): simulated requests
+hold their slot for the stand-in's timing and send nothing, in virtual time (the clock jumps to
+the next timer), so the figures are the same on every run and on any machine. A no-noise and a
+noise run with one queue, then, per process count, noise runs with the budget kept as that
+many gateway processes keep it, all in this one (request n in process n modulo the count):
+each its part of the open slots, under the rule before this pool (each process a reserve of its
+own part, a tenant's holdings as they are at the moment), its two parts alone, and the rule now
+(one reserve lent, gateway/isolation/reserve.py through the workers' file; holdings averaged
+over `--holding-window`). Each simulated run pools `--simulation-seeds` arrival schedules;
+simulated runs are compared with the simulated no-noise run.
 
 `--through-gateways 1x4 2x1` adds, per shape, a no-noise and a noise run through real
 gateway processes (INSTANCES x WORKERS, on the Redis at 127.0.0.1:6379) with their fair queue
@@ -47,10 +53,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TypeVar
+from unittest import mock
 
 import aiohttp
 
@@ -66,8 +74,10 @@ from gateway.settings import FairQueueSettings
 QUIET = ("quiet-1", "quiet-2", "quiet-3")
 NOISY = "noisy"
 FIFO_LANE = "everyone"
+SIMULATED_BASELINE = "no noise, simulated"
 RESULTS = Path(__file__).parent / "results"
 REDIS_URL = "redis://127.0.0.1:6379"
+T = TypeVar("T")
 Route = tuple[str, dict[str, str]]  # a request's URL and headers
 Routes = Callable[[str, int], Route]
 
@@ -85,6 +95,7 @@ class Load:
     queue_timeout_s: float
     reserved_share: float
     active_window_s: float
+    holding_window_s: float
     seed: int
 
     @property
@@ -152,10 +163,13 @@ async def one_request(
     return Outcome(tenant, arrival - started, ttft)
 
 
-def fair_queues(load: Load, processes: int = 1, lend: bool = True) -> list[FairQueue]:
+def fair_queues(
+    load: Load, processes: int = 1, lend: bool = True, holding_window_s: float | None = None
+) -> list[FairQueue]:
     """The budget as `processes` gateway processes keep it, here in one: each its part, and
     the reserve lent from one pool (`lend`, through the file the workers of an instance
-    share) or divided, each process keeping a reserve of its own part (as before the pool)."""
+    share) or divided, each process keeping a reserve of its own part (as before the pool).
+    `holding_window_s`: instead of the load's."""
     path = Path(tempfile.mkdtemp(prefix="bench-fairness-")) / "reserve"
     path.touch()
     queues = []
@@ -166,6 +180,7 @@ def fair_queues(load: Load, processes: int = 1, lend: bool = True) -> list[FairQ
             load.queue_timeout_s,
             reserved_share=load.reserved_share,
             active_window_s=load.active_window_s,
+            holding_window_s=holding_window_s or load.holding_window_s,
             reserve=pool,
         )
         queue.divide(processes, rank)
@@ -173,15 +188,70 @@ def fair_queues(load: Load, processes: int = 1, lend: bool = True) -> list[FairQ
     return queues
 
 
-async def run(
-    routes: Routes, load: Load, tenants: list[str], fair: bool, queues: list[FairQueue] | None
-) -> list[Outcome]:
-    """`routes(tenant, n)`: where the n-th request goes. `queues`: the budget kept in this
-    process, request n queueing in queue n modulo their number (with one lane for everyone
-    unless `fair`); None: the gateways behind the routes queue."""
+async def simulated_request(
+    slot: AbstractAsyncContextManager[object],
+    tenant: str,
+    arrival: float,
+    started: float,
+    tokens: int,
+    load: Load,
+) -> Outcome:
+    """A request to an upstream that is only its timing: the slot held for the stand-in's
+    time to first token and the tokens after it, nothing sent."""
     loop = asyncio.get_running_loop()
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    try:
+        async with slot:
+            await asyncio.sleep(load.ttft_ms / 1000)
+            ttft = loop.time() - arrival
+            await asyncio.sleep((tokens - 1) * load.itl_ms / 1000)
+    except GatewayError:
+        return Outcome(tenant, arrival - started, None)
+    return Outcome(tenant, arrival - started, ttft)
+
+
+def run_in_virtual_time(main: Coroutine[object, object, T]) -> T:
+    """Run `main` on an event loop whose clock jumps to its next timer whenever nothing is
+    ready: the simulated runs take no wall time and no core's attention, so they come out
+    the same on a busy machine as on an idle one (and the same on every run). Only for code
+    that waits on timers alone, never on I/O; `time.monotonic` reads the same clock (the fair
+    queue's active window)."""
+    now = 0.0
+    loop = asyncio.new_event_loop()
+    select = loop._selector.select  # type: ignore[attr-defined]
+
+    def jump(timeout: float | None) -> list[object]:
+        nonlocal now
+        if timeout is None:
+            raise RuntimeError("a virtual-time run waited on I/O")
+        now += timeout
+        return list(select(0))
+
+    loop.time = lambda: now  # type: ignore[method-assign]
+    loop._selector.select = jump  # type: ignore[attr-defined]
+    try:
+        with mock.patch("time.monotonic", lambda: now):
+            return loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
+async def run(
+    routes: Routes | None,
+    load: Load,
+    tenants: list[str],
+    fair: bool,
+    queues: list[FairQueue] | None,
+) -> list[Outcome]:
+    """`routes(tenant, n)`: where the n-th request goes (None: nowhere, `simulated_request`).
+    `queues`: the budget kept in this process, request n queueing in queue n modulo their
+    number (with one lane for everyone unless `fair`); None: the gateways behind the routes
+    queue."""
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as stack:
+        session = None
+        if routes is not None:
+            connector = aiohttp.TCPConnector(limit=0)
+            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         started = loop.time() + 0.2
         tasks = []
         for number, (offset, tenant, tokens) in enumerate(arrivals(load, tenants)):
@@ -193,8 +263,11 @@ async def run(
             slot: AbstractAsyncContextManager[object] = (
                 queues[number % len(queues)].slot(lane) if queues else contextlib.nullcontext()
             )
-            route = routes(tenant, number)
-            request = one_request(session, route, slot, tenant, arrival, started, tokens)
+            if session is None or routes is None:
+                request = simulated_request(slot, tenant, arrival, started, tokens, load)
+            else:
+                route = routes(tenant, number)
+                request = one_request(session, route, slot, tenant, arrival, started, tokens)
             tasks.append(asyncio.create_task(request))
         return list(await asyncio.gather(*tasks))
 
@@ -215,6 +288,7 @@ def gateway_routes(upstream: str, load: Load, instances: int, workers: int) -> I
         "isolation__fair_queue__queue_timeout_s": str(load.queue_timeout_s),
         "isolation__fair_queue__reserved_share": str(load.reserved_share),
         "isolation__fair_queue__active_window_s": str(load.active_window_s),
+        "isolation__fair_queue__holding_window_s": str(load.holding_window_s),
         "observability__access_log": "false",
     }
     log_dir = Path(tempfile.mkdtemp(prefix="bench-fairness-"))
@@ -239,6 +313,41 @@ def gateway_routes(upstream: str, load: Load, instances: int, workers: int) -> I
         asyncio.run(delete_prefixed_keys(REDIS_URL, prefix))
 
 
+# The fair queue's rule before this pool, and its parts: (reserve lent, holdings averaged).
+RULES = {
+    "reserve divided, holdings as they are (the rule before)": (False, False),
+    "one reserve lent, holdings as they are": (True, False),
+    "reserve divided, holdings averaged": (False, True),
+    "one reserve lent, holdings averaged (the rule now)": (True, True),
+}
+NOW_S = 1e-9  # a holding window this short: what a tenant holds is what it holds now
+
+
+def simulated_runs(
+    load: Load, process_counts: list[int], seeds: int
+) -> dict[str, dict[str, float | int]]:
+    """The simulated runs, each over `seeds` arrival schedules (the load's seed and the next
+    ones), their requests pooled: one p99 over several times as many quiet requests."""
+    plans: dict[str, tuple[list[str], int, bool, float | None]] = {
+        SIMULATED_BASELINE: (list(QUIET), 1, True, None),
+        "noise, fair queue, simulated": ([*QUIET, NOISY], 1, True, None),
+    }
+    for processes in process_counts:
+        for how, (lend, averaged) in RULES.items():
+            name = f"noise, fair queue in {processes} processes, simulated, {how}"
+            plans[name] = ([*QUIET, NOISY], processes, lend, None if averaged else NOW_S)
+    runs = {}
+    for name, (tenants, processes, lend, window) in plans.items():
+        outcomes: list[Outcome] = []
+        for seed in range(load.seed, load.seed + seeds):
+            queues = fair_queues(load, processes, lend, window)
+            schedule = replace(load, seed=seed)
+            outcomes += run_in_virtual_time(run(None, schedule, tenants, True, queues))
+        runs[name] = summarize(outcomes, load, seeds)
+        print(name, runs[name], flush=True)
+    return runs
+
+
 def percentile(values: list[float], share: float) -> float:
     """Nearest-rank percentile: the smallest value with `share` of all at or below it."""
     ordered = sorted(values)
@@ -246,12 +355,13 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def summarize(outcomes: list[Outcome], load: Load) -> dict[str, float | int]:
+def summarize(outcomes: list[Outcome], load: Load, runs: int = 1) -> dict[str, float | int]:
+    """The figures of `outcomes`, from `runs` runs of the load (rates per run)."""
     counted = [o for o in outcomes if o.arrival_s >= load.warmup_s]
     quiet = [o for o in counted if o.tenant in QUIET]
     quiet_ttft = [o.ttft_s for o in quiet if o.ttft_s is not None]
     noisy = [o for o in counted if o.tenant == NOISY]
-    measured_s = load.duration_s - load.warmup_s
+    measured_s = (load.duration_s - load.warmup_s) * runs
     return {
         "quiet_requests": len(quiet),
         "quiet_ttft_p50_ms": round(percentile(quiet_ttft, 0.50) * 1000, 1),
@@ -263,8 +373,12 @@ def summarize(outcomes: list[Outcome], load: Load) -> dict[str, float | int]:
     }
 
 
+def baseline_of(name: str) -> str:
+    """The no-noise run a run is compared with: the simulated runs with the simulated one."""
+    return SIMULATED_BASELINE if "simulated" in name else "no noise"
+
+
 def markdown(load: Load, runs: dict[str, dict[str, float | int]], command: str) -> str:
-    baseline = runs["no noise"]["quiet_ttft_p99_ms"]
     offered = load.quiet_rps * (len(QUIET) + load.noise_factor)
     lines = [
         "# Fair queuing under overload",
@@ -281,14 +395,15 @@ def markdown(load: Load, runs: dict[str, dict[str, float | int]], command: str) 
         f"arrivals per run, the first {load.warmup_s:g} s not counted; queue timeout "
         f"{load.queue_timeout_s:g} s. Fair queue reserve: "
         f"{reserved_slots(load.budget, load.reserved_share)} of the {load.budget} slots "
-        f"(reserved_share {load.reserved_share:g}), active window {load.active_window_s:g} s.",
+        f"(reserved_share {load.reserved_share:g}), active window {load.active_window_s:g} s, "
+        f"holding window {load.holding_window_s:g} s.",
         "",
         "| run | quiet TTFT p50 (ms) | quiet TTFT p99 (ms) | p99 vs no noise | quiet refused "
         "| noisy served (req/s) | noisy refused |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in runs.items():
-        change = (row["quiet_ttft_p99_ms"] / baseline - 1) * 100
+        change = (row["quiet_ttft_p99_ms"] / runs[baseline_of(name)]["quiet_ttft_p99_ms"] - 1) * 100
         lines.append(
             f"| {name} | {row['quiet_ttft_p50_ms']} | {row['quiet_ttft_p99_ms']} | "
             f"{change:+.0f}% | {row['quiet_refused']} of {row['quiet_requests']} | "
@@ -311,6 +426,7 @@ def parse_args() -> argparse.Namespace:
     defaults = FairQueueSettings()
     parser.add_argument("--reserved-share", type=float, default=defaults.reserved_share)
     parser.add_argument("--active-window", type=float, default=defaults.active_window_s)
+    parser.add_argument("--holding-window", type=float, default=defaults.holding_window_s)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--through-gateways",
@@ -327,9 +443,15 @@ def parse_args() -> argparse.Namespace:
         nargs="*",
         default=[],
         metavar="N",
-        help="also keep the budget as N gateway processes would, in this one process, with "
-        "the reserve divided and with one reserve lent: the rule alone, without the "
-        "gateways' own work on the machine",
+        help="also simulate the rule (no upstream) with one queue and with the budget kept as "
+        "N gateway processes would, in this one, the reserve divided and one reserve lent",
+    )
+    parser.add_argument(
+        "--simulation-seeds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="arrival schedules per simulated run (seed, seed+1, ...), their requests pooled",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "fairness")
     return parser.parse_args()
@@ -354,6 +476,7 @@ def main() -> int:
         args.queue_timeout,
         args.reserved_share,
         args.active_window,
+        args.holding_window,
         args.seed,
     )
     port = free_port()
@@ -373,15 +496,8 @@ def main() -> int:
             outcomes = asyncio.run(run(lambda tenant, n: (url, {}), load, tenants, fair, queues))
             runs[name] = summarize(outcomes, load)
             print(name, runs[name], flush=True)
-        for processes in args.processes:
-            for lend, how in ((False, "reserve divided"), (True, "one reserve lent")):
-                queues = fair_queues(load, processes, lend)
-                outcomes = asyncio.run(
-                    run(lambda tenant, n: (url, {}), load, [*QUIET, NOISY], True, queues)
-                )
-                name = f"noise, fair queue in {processes} processes (kept in this one), {how}"
-                runs[name] = summarize(outcomes, load)
-                print(name, runs[name], flush=True)
+        if args.processes:
+            runs.update(simulated_runs(load, args.processes, args.simulation_seeds))
         for instances, workers in args.through_gateways:
             shape = f"{instances} instance{'s' if instances > 1 else ''} x {workers} workers"
             with gateway_routes(standin.url, load, instances, workers) as routes:

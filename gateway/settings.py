@@ -331,6 +331,13 @@ class FairQueueSettings(BaseModel):
         description="a tenant counts toward the fair shares while it has requests in flight or "
         "queued, or had one within this many seconds",
     )
+    holding_window_s: float = Field(
+        2.0,
+        gt=0,
+        description="the slots a tenant holds are averaged over about this many seconds when "
+        "its fair share is checked: a light tenant's few requests landing together on one "
+        "process are not a heavy tenant, and a heavy tenant counts as heavy within about this",
+    )
 
     @field_validator("on_timeout")
     @classmethod

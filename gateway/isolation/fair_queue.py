@@ -15,7 +15,8 @@ Handing freed slots on in that order still makes a quiet tenant wait for the nex
 free once a noisy one has filled the budget. So the last `reserved_share` of the budget is a
 reserve, kept for tenants below their fair share: `max_in_flight * weight / (the weights of
 all active tenants)`, where a tenant is active while it has requests in flight or queued, or
-had one within `active_window_s`. A tenant below its share takes a reserve slot at once, even
+had one within `active_window_s`; what a tenant holds is its slots averaged over about
+`holding_window_s` (see `_under_share`). A tenant below its share takes a reserve slot at once, even
 past waiting over-share tenants; a reserve slot freed goes to the next waiter below its share,
 or back to the reserve, never to an over-share waiter. Slots are alike: while the process
 holds reserve slots, a slot that frees is returned to the reserve, so over-share waiters get
@@ -46,6 +47,10 @@ from gateway.observability import metrics, tracing
 from gateway.peers import part
 from gateway.settings import FairQueueSettings
 
+# How soon a process asks the shared reserve again for a waiter below its share, at first
+# and at most (doubling in between): an under-share waiter is rare, and it stops once served.
+LEND_RETRY_S = (0.005, 0.08)
+
 
 class FairQueue:
     def __init__(
@@ -57,12 +62,14 @@ class FairQueue:
         *,
         reserved_share: float = 0.0625,
         active_window_s: float = 10.0,
+        holding_window_s: float = 2.0,
         reserve: ReservePool | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        if active_window_s <= 0:
-            raise ValueError("active_window_s must be positive")
+        if active_window_s <= 0 or holding_window_s <= 0:
+            raise ValueError("active_window_s and holding_window_s must be positive")
+        self._holding_window_s = holding_window_s
         self._budget = max_in_flight  # the deployment's
         self._reserved_share = reserved_share
         self._reserved = reserved_slots(max_in_flight, reserved_share)
@@ -92,6 +99,7 @@ class FairQueue:
             settings.retry_after_s,
             reserved_share=settings.reserved_share,
             active_window_s=settings.active_window_s,
+            holding_window_s=settings.holding_window_s,
             reserve=reserve,
         )
 
@@ -163,11 +171,16 @@ class FairQueue:
         return True
 
     def _under_share(self, lane: TenantLane) -> bool:
-        """Whether `lane` holds fewer slots than its weight's part of the budget.
+        """Whether `lane` has held fewer slots than its weight's part of the budget, on
+        average over about `holding_window_s`.
 
         The part is taken among the tenants active now (the lane itself always counts), so it
-        grows back to the whole budget as the others go idle. Only asked while the budget is
-        in the reserve, so walking every tenant here costs the fast path nothing.
+        grows back to the whole budget as the others go idle. Averaged, because a process
+        sees only its part of each tenant's requests: a light tenant's few requests landing
+        together on one process would otherwise count as a heavy tenant's (with 4 processes,
+        every 12th request of a quiet tenant in bench/fairness.py), while a heavy tenant
+        counts as heavy within about the window. Only asked while the open slots are full,
+        so walking every tenant here costs the fast path nothing.
         """
         now = time.monotonic()
         active_weight = sum(
@@ -178,9 +191,18 @@ class FairQueue:
             or other.waiters
             or now - other.last_active < self._window_s
         )
-        return lane.in_flight * active_weight < self._max * lane.weight
+        return self._holding(lane, now) * active_weight < self._max * lane.weight
+
+    def _holding(self, lane: TenantLane, now: float) -> float:
+        """The slots `lane` held, averaged with exponentially less weight further back."""
+        kept = math.exp((lane.held_at - now) / self._holding_window_s)
+        return kept * lane.held + (1 - kept) * lane.in_flight
+
+    def _note_holding(self, lane: TenantLane, now: float) -> None:
+        lane.held, lane.held_at = self._holding(lane, now), now
 
     def _admit(self, lane: TenantLane) -> None:
+        self._note_holding(lane, time.monotonic())
         lane.in_flight += 1
         start = lane.virtual if lane.virtual > self._virtual_now else self._virtual_now
         self._virtual_now = start
@@ -196,6 +218,8 @@ class FairQueue:
             self._backlogged[lane.tenant] = lane
         lane.waiters.append(waiter)
         timer = loop.call_later(self._timeout_s, self._expire, lane, waiter)
+        if self._pool.shared:  # the reserve was lent out elsewhere: ask until it comes back
+            self._start_lending()
         started = loop.time()
         metrics.fair_queue_entered(lane.tenant)
         try:
@@ -232,8 +256,9 @@ class FairQueue:
         """Hand the freed slot on (see `_grant`). While the process holds reserve slots the
         freed one counts as a reserve slot: it goes to the next waiter below its share, if
         there is one, or back to the reserve."""
+        lane.last_active = now = time.monotonic()
+        self._note_holding(lane, now)
         lane.in_flight -= 1
-        lane.last_active = time.monotonic()
         if not self._borrowed:
             self._in_flight -= 1
             self._grant()
@@ -249,18 +274,30 @@ class FairQueue:
         while self._backlogged and self._in_flight < self._open:
             if self._hand_on(min(self._backlogged.values(), key=self._next_lane)):
                 self._in_flight += 1
+        self._start_lending()
+
+    def _start_lending(self) -> None:
         if self._lender is None and self._next_under_share() is not None:
             self._lender = asyncio.get_running_loop().create_task(self._lend())
 
     async def _lend(self) -> None:
-        """Borrow reserve slots for the waiters below their share, one at a time."""
+        """Borrow reserve slots for the waiters below their share, one at a time. From a
+        shared pool, ask again now and then while such waiters remain: the other processes
+        give slots back, and nothing tells this one."""
+        pause = LEND_RETRY_S[0]
         try:
-            while self._next_under_share() is not None and await self._pool.borrow():
-                if self._hand_on(self._next_under_share()):
-                    self._borrowed += 1
-                else:  # they went while the pool answered
-                    self._pool.give_back()
+            while self._next_under_share() is not None:
+                if await self._pool.borrow():
+                    pause = LEND_RETRY_S[0]
+                    if self._hand_on(self._next_under_share()):
+                        self._borrowed += 1
+                        continue
+                    self._pool.give_back()  # they went while the pool answered
                     return
+                if not self._pool.shared:
+                    return
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, LEND_RETRY_S[1])
         finally:
             self._lender = None
 
@@ -321,6 +358,8 @@ class TenantLane:
 
     __slots__ = (
         "_queue",
+        "held",
+        "held_at",
         "in_flight",
         "last_active",
         "step",
@@ -334,6 +373,7 @@ class TenantLane:
         self._queue = queue
         self.tenant = tenant
         self.in_flight = 0
+        self.held, self.held_at = 0.0, -math.inf  # slots held on average, as of `held_at`
         self.last_active = -math.inf  # when a request last left (a slot, or the queue)
         self.virtual = 0.0  # virtual time at which the tenant's next request may start
         self.waiters: deque[asyncio.Future[bool]] = deque()

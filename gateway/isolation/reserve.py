@@ -18,7 +18,8 @@ one per request of a tenant below its share, from one pool:
   borrow is one short script on that key, which also forgets processes silent for
   `HOLDER_TTL_S` (killed: their requests went with them). Only the slow path asks: a request
   that finds a free slot of the process's own never touches Redis, and a process holding no
-  reserve slot sends nothing.
+  reserve slot sends nothing. A process with a waiter below its share asks again now and then
+  (gateway/isolation/fair_queue.py), since nothing tells it that a slot came back.
 
 A pool that cannot be reached lends nothing: requests then wait for their process's own slots,
 as with a reserve divided. A borrow waits at most the limiter's Redis timeout, after a failure

@@ -7,6 +7,7 @@ import asyncio
 import pydantic
 import pytest
 
+from bench.fairness import run_in_virtual_time
 from gateway.core.errors import GatewayError
 from gateway.isolation.fair_queue import FairQueue, reserved_slots
 from gateway.settings import FairQueueSettings
@@ -31,6 +32,10 @@ class Call:
     async def done(self) -> None:
         self.finish.set()
         await self.task
+
+
+# What a tenant holds is what it holds now: the rules before averaging (tested apart below).
+INSTANT = 1e-9
 
 
 async def settle() -> None:
@@ -133,7 +138,7 @@ async def recently_active(queue: FairQueue, tenant: str) -> None:
 
 
 async def test_the_reserve_is_kept_for_a_tenant_below_its_share() -> None:
-    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5), []
+    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5, holding_window_s=INSTANT), []
     await recently_active(queue, "quiet")
     noisy = [Call(queue, "noisy", admitted) for _ in range(5)]
     await settle()
@@ -156,7 +161,7 @@ async def test_the_reserve_is_kept_for_a_tenant_below_its_share() -> None:
 
 
 async def test_a_newcomer_below_its_share_enters_the_reserve_at_once() -> None:
-    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5), []
+    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5, holding_window_s=INSTANT), []
     await recently_active(queue, "quiet")
     noisy = [Call(queue, "noisy", admitted) for _ in range(5)]
     await settle()
@@ -169,7 +174,8 @@ async def test_a_newcomer_below_its_share_enters_the_reserve_at_once() -> None:
 
 
 async def test_over_share_waiters_get_the_reserve_once_the_other_tenant_goes_idle() -> None:
-    queue, admitted = FairQueue(max_in_flight=4, queue_timeout_s=5, active_window_s=0.1), []
+    queue = FairQueue(4, queue_timeout_s=5, active_window_s=0.1, holding_window_s=INSTANT)
+    admitted: list[str] = []
     await recently_active(queue, "quiet")
     noisy = [Call(queue, "noisy", admitted) for _ in range(6)]
     await settle()
@@ -269,7 +275,12 @@ def test_budget_and_weights_must_be_positive() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"reserved_share": -0.1}, {"reserved_share": 1.0}, {"active_window_s": 0}],
+    [
+        {"reserved_share": -0.1},
+        {"reserved_share": 1.0},
+        {"active_window_s": 0},
+        {"holding_window_s": 0},
+    ],
 )
 def test_reserve_settings_out_of_range_are_refused(fields: dict[str, float]) -> None:
     with pytest.raises(pydantic.ValidationError):
@@ -279,7 +290,7 @@ def test_reserve_settings_out_of_range_are_refused(fields: dict[str, float]) -> 
 
 
 async def test_the_settings_size_the_reserve() -> None:
-    settings = FairQueueSettings(max_in_flight=4, reserved_share=0.5)
+    settings = FairQueueSettings(max_in_flight=4, reserved_share=0.5, holding_window_s=INSTANT)
     queue, admitted = FairQueue.from_settings(settings), []
     await recently_active(queue, "quiet")
     noisy = [Call(queue, "noisy", admitted) for _ in range(4)]
@@ -312,3 +323,36 @@ async def test_a_grown_budget_lets_waiters_in_and_a_shrunk_one_starts_nothing() 
     assert queue.in_flight == 2 and queue.queued() == 0  # `late` took the freed slot
     for call in [calls[5], late]:
         await call.done()
+
+
+@pytest.mark.parametrize(("holding_window_s", "quiet_admitted"), [(2.0, 5), (INSTANT, 4)])
+def test_a_light_tenants_burst_is_not_a_heavy_tenant(
+    holding_window_s: float, quiet_admitted: int
+) -> None:
+    """Three active tenants share 12 slots, 4 each; 6 are the reserve. A heavy tenant that
+    has held 12 for seconds gets none of the reserve; a light tenant's burst of 5, one over
+    its share at that moment, all enter at once: it has held nothing on average. Judged by
+    what it holds at the moment, the fifth would wait. (In virtual time: seconds pass at once.)"""
+
+    async def scenario() -> tuple[int, int, int]:
+        queue = FairQueue(12, 60, reserved_share=0.5, holding_window_s=holding_window_s)
+        for tenant in ("quiet", "other"):
+            await recently_active(queue, tenant)
+        admitted: list[str] = []
+        noisy = [Call(queue, "noisy", admitted) for _ in range(20)]
+        await asyncio.sleep(5)  # new, it took the reserve too; by now it is heavy
+        for call in noisy[:6]:  # its reserve slots go back, not to its own waiters
+            await call.done()
+        await settle()
+        held = queue.in_flight
+        quiet = []
+        for _ in range(5):  # within 5 ms
+            quiet.append(Call(queue, "quiet", admitted))
+            await asyncio.sleep(0.001)
+        result = held, queue.queued("noisy"), admitted.count("quiet")
+        for call in [*noisy, *quiet]:
+            call.finish.set()
+        await asyncio.gather(*(call.task for call in [*noisy, *quiet]))
+        return result
+
+    assert run_in_virtual_time(scenario()) == (6, 8, quiet_admitted)
