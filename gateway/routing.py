@@ -5,7 +5,8 @@ the target's adapter is loaded there (single flight, gateway/adapters/loader.py)
 a `Lease`, which counts the request as in flight on that replica until `release()`.
 `Lease.send` makes the upstream call and retries it where that is safe: a connect failure on
 another replica (nothing was sent yet, so nothing can be duplicated), and a 404 for an adapter
-the replica was thought to hold (it restarted and lost it) once more after loading it again.
+the replica was thought to hold (it restarted and lost it) once more after loading it again; a
+second 404 (another gateway process unloaded it again meanwhile) is a 503 to send again.
 Streams are retried only before their first byte, because `send` returns with the response
 headers and the relay starts after it.
 """
@@ -215,7 +216,9 @@ class Lease:
         """`call(replica_url)` until it reaches a replica that can serve the request.
 
         A 503 `upstream_unavailable` (cannot connect) moves the lease to another replica;
-        a 404 for a registered adapter reloads it and tries once more.
+        a 404 for a registered adapter reloads it and tries once more, and a 404 again is a
+        503 `adapter_unavailable`: the adapter exists, vLLM's "does not exist" (naming it, not
+        the client's model) would tell the client not to retry.
         """
         tried: list[Replica] = []
         reloaded = False
@@ -227,9 +230,11 @@ class Lease:
                 tried.append(self.replica)
                 await self._move(tried, error)
                 continue
-            if response.status != 404 or self._record is None or reloaded:
+            if response.status != 404 or self._record is None:
                 return response
             response.release()
+            if reloaded:
+                raise _unloaded_again(self._target, self._record)
             reloaded = True
             await self._reload()
 
@@ -282,6 +287,18 @@ def _no_replica(count: int) -> UpstreamUnavailable:
         f"none of the {count} replicas passes its health checks"
         if count
         else "no replica is configured or resolved"
+    )
+
+
+def _unloaded_again(target: ModelTarget | None, record: AdapterRecord) -> GatewayError:
+    model = target.public_name if target is not None else record.name
+    return GatewayError(
+        503,
+        f"The model `{model}` is unavailable: its LoRA adapter was unloaded from the model "
+        "server while the request was on its way. Send the request again.",
+        "upstream_error",
+        None,
+        "adapter_unavailable",
     )
 
 

@@ -12,8 +12,15 @@
 # (12), POLICIES ("round_robin affinity prefix"), USERS (96), LOAD_SECONDS (60 per policy), TURNS (5),
 # SYSTEM_CHARS (3000), QUESTION_WORDS (40), OUTPUT_LEN (128), WORKERS (gateway workers;
 # default: bench/gpu/gateway.env's). Replicas start one after the other (each once the one before
-# has taken its GPU memory), from a folder outside the checkout, and every wait on one ends
-# with its log's tail if it exits.
+# has taken its GPU memory), from a folder outside the checkout (bench/gpu/start_replica.sh),
+# and every wait on one ends with its log's tail if it exits.
+#
+# Scenarios (routing_compare.py's docstring says what each records): REPEATS (1: every policy
+# once; N: the list of policies N times), HOT_SHARE (share of the users on one tenant's one
+# model, e.g. 0.75; unset: spread evenly), KILL_AT_S (unset: no kill; else replica KILL_REPLICA,
+# default 1, is SIGKILLed that many seconds into each policy's load and started again
+# RESTART_AFTER_S, default 5, after its processes are gone: LOAD_SECONDS must leave it time to
+# start and be re-admitted, minutes for vLLM on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -48,11 +55,15 @@ else
 fi
 mkdir -p "$WORK" "$OUT"
 exec > >(tee "$OUT/routing-run.log") 2>&1
+# what bench/gpu/start_replica.sh reads, here and when routing_compare.py restarts a replica
+GPU_LIST_TEXT="${GPU_LIST[*]}"
+export DRY_RUN WORK PY GPU_LIST_TEXT GPU_MEMORY MAX_LORAS
+rm -f "$WORK"/replica-*.pid "$WORK"/replica-*.log  # an earlier run's, not to be mistaken for this one's
 
-STARTED_PIDS=()
+# The replicas' process groups, and those routing_compare.py restarted (replica-N.pid).
 stop_started() {
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM -- "-$pid" 2>/dev/null || true
+    for file in "$WORK"/replica-*.pid; do
+        [[ -f $file ]] && kill -TERM -- "-$(cat "$file")" 2>/dev/null || true
     done
 }
 trap stop_started EXIT
@@ -63,6 +74,7 @@ trap stop_started EXIT
 (cd "$WORK" && "$PY" -c "import gateway.cli, gateway.app")
 
 MODEL=$WORK/model
+export MODEL
 if [[ ! -f $MODEL/.complete-$ADAPTER_COUNT ]]; then
     log "building the random-weight model, its tokenizer and $ADAPTER_COUNT adapters"
     rm -rf "$MODEL"
@@ -73,19 +85,11 @@ fi
 replica_args=()
 for ((i = 0; i < REPLICAS; i++)); do
     port=$((8100 + i))
-    gpu=${GPU_LIST[$((i % ${#GPU_LIST[@]}))]}
     log_file=$WORK/replica-$i.log
-    if [[ $DRY_RUN == 1 ]]; then
-        pid=$(start_detached_in "$WORK" "$log_file" "$PY" -m vllm_server.cli standin \
-            --port "$port" --max-loras "$MAX_LORAS" --itl-ms 5)
-    else
-        log "starting vLLM replica $i on GPU $gpu, port $port"
-        pid=$(start_detached_in "$WORK" "$log_file" env CUDA_VISIBLE_DEVICES="$gpu" \
-            VLLM_ALLOW_RUNTIME_LORA_UPDATING=True VLLM_SERVER_DEV_MODE=1 \
-            python3 -m vllm.entrypoints.openai.api_server --model "$MODEL/base" \
-            --served-model-name base --enable-lora --max-loras "$MAX_LORAS" \
-            --max-lora-rank 16 --gpu-memory-utilization "$GPU_MEMORY" \
-            --disable-uvicorn-access-log --host 127.0.0.1 --port "$port")
+    gpu=${GPU_LIST[$((i % ${#GPU_LIST[@]}))]}
+    [[ $DRY_RUN == 1 ]] || log "starting vLLM replica $i on GPU $gpu, port $port"
+    pid=$(bash bench/gpu/start_replica.sh "$i" "$log_file")
+    if [[ $DRY_RUN != 1 ]]; then
         # The next one on the same GPU measures its free memory only once this one holds its
         # KV cache; a replica that dies meanwhile ends the wait.
         for _ in $(seq 300); do
@@ -94,7 +98,6 @@ for ((i = 0; i < REPLICAS; i++)); do
             sleep 1
         done
     fi
-    STARTED_PIDS+=("$pid")
     replica_args+=(--replica "http://127.0.0.1:$port" "$pid" "$log_file")
 done
 
@@ -110,18 +113,24 @@ done <bench/gpu/gateway.env
 REVISION=$(cat .gpu/small/revision.txt 2>/dev/null || git describe --always --dirty 2>/dev/null ||
     echo unknown)
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+scenario_args=(--repeats "${REPEATS:-1}")
+[[ -z ${HOT_SHARE:-} ]] || scenario_args+=(--hot-share "$HOT_SHARE")
+if [[ -n ${KILL_AT_S:-} ]]; then
+    scenario_args+=(--kill-at-s "$KILL_AT_S" --kill-replica "${KILL_REPLICA:-1}"
+        --restart-after-s "${RESTART_AFTER_S:-5}" --restart-script bench/gpu/start_replica.sh)
+fi
 status=0
 "$PY" -m bench.gpu.routing_compare "${replica_args[@]}" --adapters-dir "$MODEL" \
     --out-dir "$OUT" --work-dir "$WORK" --policies "${POLICY_LIST[@]}" --users "$USERS" \
     --seconds "$SECONDS_PER_POLICY" --turns "${TURNS:-5}" --system-chars "${SYSTEM_CHARS:-3000}" \
     --question-words "${QUESTION_WORDS:-40}" --output-len "${OUTPUT_LEN:-128}" --gateway-python "$PY" \
-    "${gateway_settings[@]}" \
+    "${gateway_settings[@]}" "${scenario_args[@]}" \
     --context "GPU=${GPU:-none (dry run)}" --context "Gateway revision=$REVISION" \
     --context "Replicas=$REPLICAS on GPUs ${GPU_LIST[*]}, each --gpu-memory-utilization $GPU_MEMORY --max-loras $MAX_LORAS --max-lora-rank 16, $ADAPTER_COUNT adapters loaded at runtime" \
-    --context "Re-run=REPLICAS=$REPLICAS GPUS='${GPU_LIST[*]}' USERS=$USERS LOAD_SECONDS=$SECONDS_PER_POLICY WORKERS=${WORKERS:-} bash bench/gpu/replicas_run.sh" ||
+    --context "Re-run=REPLICAS=$REPLICAS GPUS='${GPU_LIST[*]}' USERS=$USERS LOAD_SECONDS=$SECONDS_PER_POLICY WORKERS=${WORKERS:-} REPEATS=${REPEATS:-1} HOT_SHARE=${HOT_SHARE:-} KILL_AT_S=${KILL_AT_S:-} bash bench/gpu/replicas_run.sh" ||
     status=$?
-for ((i = 0; i < REPLICAS; i++)); do
-    tail -c 3000000 "$WORK/replica-$i.log" >"$OUT/replica-$i.log" || true
+for log_file in "$WORK"/replica-*.log; do
+    tail -c 3000000 "$log_file" >"$OUT/$(basename "$log_file")" || true
 done
 log "done (routing_compare exited $status)"
 exit "$status"

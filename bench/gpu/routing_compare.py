@@ -15,6 +15,16 @@ the whole history back (the answer included), as chat clients do. Measured per p
 tokens/s, TTFT (p50, p99; first turns and follow-ups apart), adapter loads (the gateway's
 counter), vLLM's prefix-cache hit rate (`vllm:prefix_cache_hits` / `vllm:prefix_cache_queries`,
 in tokens, over the run) and each replica's `num_requests_waiting` and LoRA slots over time.
+
+Scenarios, as options: `--hot-share F` sends that share of the users to one tenant's one
+model (a hot tenant, whose adapter the policies may spread over several replicas; which
+replicas held it at the end is recorded); `--kill-at-s S` SIGKILLs replica `--kill-replica`
+(its process group: vLLM's engine too) S seconds into each policy's load and starts it again
+`--restart-after-s` later with `--restart-script` (bench/gpu/start_replica.sh), then records
+per second of the load the requests that ended ok and failed (failures per replica, from the
+gateway's access log), when the gateway ejected and re-admitted it (its admin API, polled
+every HEALTH_SAMPLE_S), and when the adapters it held were loaded on it again (its
+/v1/models); `--repeats N` runs the whole list of policies N times.
 """
 
 from __future__ import annotations
@@ -22,12 +32,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import shlex
 import shutil
+import signal
+import statistics
+import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -89,10 +104,14 @@ WORDS = (
     "discount",
 )
 SAMPLE_S = 2.0
+HEALTH_SAMPLE_S = 0.5
+GONE_TIMEOUT_S = 60.0  # for a killed replica's processes to be gone (its GPU memory free)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Replica:
+    """A replica, its process (group leader) and log; both change when it is restarted."""
+
     url: str
     pid: int
     log: Path
@@ -117,13 +136,50 @@ class Turn:
     output_tokens: int = 0
     end_s: float = 0.0
     error: str | None = None
+    request_id: str | None = None
+    replica: str | None = None  # the gateway's access log says which served it
+
+
+@dataclass
+class Kill:
+    """One replica killed during the load and started again; times in s from the load's
+    start, the others found from the health samples once the load is over."""
+
+    replica: str
+    held: list[str]  # the adapters the gateway said it held just before the kill
+    killed_s: float
+    restarted_s: float | None = None  # when the restart began
+    ejected_s: float | None = None
+    readmitted_s: float | None = None
+    reapplied_s: float | None = None  # the first sample with every held adapter loaded
+    error: str | None = None  # the restart failed
+
+    def figures(self, samples: list[dict[str, Any]]) -> None:
+        after_kill = [s for s in samples if s["t_s"] >= self.killed_s]
+        down = [s for s in after_kill if s["gateway"].get(self.replica) is False]
+        self.ejected_s = down[0]["t_s"] if down else None
+        restarted = self.restarted_s if self.restarted_s is not None else float("inf")
+        back = [s for s in after_kill if s["t_s"] >= restarted and s["gateway"].get(self.replica)]
+        self.readmitted_s = back[0]["t_s"] if back else None
+        applied = [
+            s
+            for s in back
+            if s["served"].get(self.replica) is not None
+            and set(self.held) <= set(s["served"][self.replica])
+        ]
+        self.reapplied_s = applied[0]["t_s"] if applied else None
 
 
 @dataclass
 class PolicyRun:
     policy: str
+    repeat: int = 1
     turns: list[Turn] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    health: list[dict[str, Any]] = field(default_factory=list)
+    kill: Kill | None = None
+    hot_adapter: str | None = None
+    hot_adapter_on: list[str] = field(default_factory=list)  # replicas holding it at the end
     replicas: dict[str, dict[str, float]] = field(default_factory=dict)
     adapter_loads: float | None = None
     duration_s: float = 0.0
@@ -140,6 +196,7 @@ class PolicyRun:
         minutes = self.duration_s / 60 if self.duration_s else 0
         return {
             "policy": self.policy,
+            "repeat": self.repeat,
             "requests": len(done),
             "failed": len(self.turns) - len(done),
             "output_tok_s": tokens / self.duration_s if self.duration_s else 0.0,
@@ -160,63 +217,120 @@ class PolicyRun:
                 url: max((s["replicas"][url]["waiting"] for s in self.samples), default=0.0)
                 for url in self.replicas
             },
+            "failed_by_replica": dict(
+                sorted(Counter(t.replica or "none" for t in self.turns if not t.ok).items())
+            ),
+            "hot_adapter": self.hot_adapter,
+            "hot_adapter_on": self.hot_adapter_on,
+            "kill": asdict(self.kill) if self.kill is not None else None,
         }
+
+    def per_second(self) -> list[dict[str, Any]]:
+        """Requests that ended in each second of the load: ok, failed, failed per replica."""
+        if not self.turns:
+            return []
+        seconds = []
+        for second in range(int(max(t.end_s for t in self.turns)) + 1):
+            ended = [t for t in self.turns if int(t.end_s) == second]
+            failed = Counter(t.replica or "none" for t in ended if not t.ok)
+            seconds.append(
+                {
+                    "s": second,
+                    "ok": sum(1 for t in ended if t.ok),
+                    "failed": sum(failed.values()),
+                    "failed_by_replica": dict(sorted(failed.items())),
+                }
+            )
+        return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.kill_at_s is not None and args.restart_script is None:
+        parser.error("--kill-at-s needs --restart-script")
     replicas = [Replica(url, int(pid), Path(log)) for url, pid, log in args.replica]
     for replica in replicas:
-        _log(f"waiting for {replica.url}/health")
-        wait_until_ready(
-            replica.url + "/health",
-            args.wait_s,
-            partial(pid_alive, replica.pid),
-            replica.log,
-            f"the replica at {replica.url}",
-            1.0,
-        )
+        _wait_for(replica, args)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     runs: list[PolicyRun] = []
     written: list[Path] = []
-    for policy in args.policies:
-        _log(f"policy {policy}")
-        try:
-            runs.append(_run_policy(policy, replicas, args))
-        except Exception as error:  # one broken policy must not cost the others
-            _log(f"policy {policy} failed: {error!r}")
-            runs.append(PolicyRun(policy, notes=[f"failed: {error!r}"]))
-        _log("  " + json.dumps(runs[-1].summary()))
-        # after every policy: a run cut short by the machine's time limit keeps what it did
-        written = _write(args, argv, runs)
+    for repeat in range(1, args.repeats + 1):
+        for policy in args.policies:
+            _log(f"policy {policy}, run {repeat} of {args.repeats}")
+            try:
+                runs.append(_run_policy(policy, repeat, replicas, args))
+            except Exception as error:  # one broken policy must not cost the others
+                _log(f"policy {policy} failed: {error!r}")
+                runs.append(PolicyRun(policy, repeat, notes=[f"failed: {error!r}"]))
+            _log("  " + json.dumps(runs[-1].summary()))
+            # after every run: a series cut short by the machine's time limit keeps what it did
+            written = _write(args, argv, runs)
     for path in written:
         print(f"wrote {path}")
     return 0 if all(run.turns for run in runs) else 1
 
 
-def _run_policy(policy: str, replicas: list[Replica], args: argparse.Namespace) -> PolicyRun:
-    run = PolicyRun(policy)
+def _run_policy(
+    policy: str, repeat: int, replicas: list[Replica], args: argparse.Namespace
+) -> PolicyRun:
+    run = PolicyRun(policy, repeat)
     for replica in replicas:
+        _wait_for(replica, args)  # a replica restarted in the run before may still be starting
         run.notes += _reset(replica.url)
     gateway = _start_gateway(policy, replicas, args)
     try:
         tenants = _provision(gateway.url, args)
+        if args.hot_share:
+            run.hot_adapter = _hot_adapter(args)
         before = {r.url: _vllm_counters(r.url) for r in replicas}
         loads_before = _adapter_loads(gateway.url)
-        asyncio.run(_load(run, gateway.url, tenants, [r.url for r in replicas], args))
+        asyncio.run(_load(run, gateway.url, tenants, replicas, args))
+        if run.kill is not None and run.kill.error is None:
+            _wait_for(replicas[args.kill_replica], args)  # for its counters
         after = {r.url: _vllm_counters(r.url) for r in replicas}
         loads_after = _adapter_loads(gateway.url)
+        # counters of a restarted replica start again at 0: its difference is then wrong
         run.replicas = {
             url: {name: value - before[url].get(name, 0.0) for name, value in after[url].items()}
             for url in after
         }
+        if run.kill is not None:
+            run.notes.append(f"{run.kill.replica} restarted: its vLLM counters are not comparable")
         if loads_before is not None and loads_after is not None:
             run.adapter_loads = loads_after - loads_before
+        if run.hot_adapter is not None:
+            view = _replicas_view(gateway.url)
+            run.hot_adapter_on = sorted(u for u, item in view.items() if run.hot_adapter in item)
     finally:
         gateway.stop()
+        _attribute(run, gateway.log())
         run.notes.append(f"gateway log tail: {gateway.log()[-1500:]}")
     return run
+
+
+def _wait_for(replica: Replica, args: argparse.Namespace) -> None:
+    _log(f"waiting for {replica.url}/health")
+    wait_until_ready(
+        replica.url + "/health",
+        args.wait_s,
+        partial(pid_alive, replica.pid),
+        replica.log,
+        f"the replica at {replica.url}",
+        1.0,
+    )
+
+
+def _attribute(run: PolicyRun, gateway_log: str) -> None:
+    """Each turn's replica, from the gateway's access log (joined by request id)."""
+    served = {}
+    for line in gateway_log.splitlines():
+        if line.startswith('{"ts"') and '"event":"request"' in line:
+            entry = json.loads(line)
+            served[entry["request_id"]] = entry["replica"]
+    for turn in run.turns:
+        turn.replica = served.get(turn.request_id or "")
 
 
 def _reset(url: str) -> list[str]:
@@ -275,9 +389,7 @@ def _provision(gateway_url: str, args: argparse.Namespace) -> list[BenchTenant]:
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         timeout=30,
     )
-    adapter_names = sorted(
-        p.name for p in args.adapters_dir.iterdir() if (p / "adapter_config.json").exists()
-    )
+    adapter_names = _adapter_names(args)
     made = []
     with admin:
         for index in range(args.tenants):
@@ -309,6 +421,12 @@ def _provision(gateway_url: str, args: argparse.Namespace) -> list[BenchTenant]:
     return made
 
 
+def _adapter_names(args: argparse.Namespace) -> list[str]:
+    return sorted(
+        p.name for p in args.adapters_dir.iterdir() if (p / "adapter_config.json").exists()
+    )
+
+
 def _system_prompt(index: int, args: argparse.Namespace) -> str:
     rng = random.Random(f"system-{index}")
     words = [f"You are the assistant of company {index}."]
@@ -321,21 +439,35 @@ async def _load(
     run: PolicyRun,
     gateway_url: str,
     tenants: list[BenchTenant],
-    replica_urls: list[str],
+    replicas: list[Replica],
     args: argparse.Namespace,
 ) -> None:
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     started = time.monotonic()
     deadline = started + args.seconds
+    urls = [r.url for r in replicas]
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        sampler = asyncio.create_task(_sample(run, session, replica_urls, started))
+        samplers = [asyncio.create_task(_sample(run, session, urls, started))]
+        killer = None
+        if args.kill_at_s is not None:
+            samplers.append(asyncio.create_task(_health(run, session, gateway_url, urls, started)))
+            victim = replicas[args.kill_replica]
+            killer = asyncio.create_task(_kill_and_restart(run, gateway_url, victim, started, args))
         users = [
             _user(run, session, gateway_url, tenants, index, started, deadline, args)
             for index in range(args.users)
         ]
         await asyncio.gather(*users)
-        sampler.cancel()
+        if killer is not None:  # not cut short: the next run needs the replica started again
+            try:
+                await killer
+            except Exception as error:
+                run.notes.append(f"killing or restarting the replica failed: {error!r}")
+        for sampler in samplers:
+            sampler.cancel()
+    if run.kill is not None:
+        run.kill.figures(run.health)
     run.duration_s = max((t.end_s for t in run.turns), default=0.0) - min(
         (t.start_s for t in run.turns), default=0.0
     )
@@ -351,8 +483,7 @@ async def _user(
     deadline: float,
     args: argparse.Namespace,
 ) -> None:
-    tenant = tenants[index % len(tenants)]
-    model = tenant.models[(index // len(tenants)) % len(tenant.models)]
+    tenant, model = _tenant_of(tenants, index, args)
     rng = random.Random(f"user-{index}")
     headers = {"Authorization": f"Bearer {tenant.key}"}
     while time.monotonic() < deadline:
@@ -392,6 +523,7 @@ async def _stream(
         async with session.post(
             gateway_url + "/v1/chat/completions", json=body, headers=headers
         ) as response:
+            turn.request_id = response.headers.get("x-request-id")
             if response.status != 200:
                 turn.error = f"{response.status}: {(await response.text())[:200]}"
                 turn.end_s = time.monotonic() - started
@@ -400,6 +532,9 @@ async def _stream(
                 if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                     continue
                 chunk = json.loads(line[6:])
+                if "error" in chunk:  # the gateway ends a broken stream with an error event
+                    turn.error = f"stream error event: {chunk['error'].get('message')}"
+                    break
                 for choice in chunk.get("choices") or ():
                     content = (choice.get("delta") or {}).get("content")
                     if content:
@@ -409,7 +544,7 @@ async def _stream(
                 usage = chunk.get("usage")
                 if usage:
                     turn.output_tokens = usage.get("completion_tokens", 0)
-        turn.ok = turn.ttft_ms is not None
+        turn.ok = turn.ttft_ms is not None and turn.error is None
     except (aiohttp.ClientError, TimeoutError) as error:
         turn.error = repr(error)
     turn.end_s = time.monotonic() - started
@@ -419,14 +554,124 @@ async def _stream(
 async def _sample(
     run: PolicyRun, session: aiohttp.ClientSession, replica_urls: list[str], started: float
 ) -> None:
-    """Each replica's queue and LoRA slots every SAMPLE_S seconds, while the load runs."""
+    """Each replica's queue and LoRA slots every SAMPLE_S seconds, while the load runs (a
+    replica that does not answer, killed, counts as idle)."""
     while True:
         sample: dict[str, Any] = {"t_s": round(time.monotonic() - started, 1), "replicas": {}}
         for url in replica_urls:
-            async with session.get(url + "/metrics") as response:
-                sample["replicas"][url] = _gauges(await response.text())
+            try:
+                async with session.get(url + "/metrics") as response:
+                    sample["replicas"][url] = _gauges(await response.text())
+            except (aiohttp.ClientError, TimeoutError):
+                sample["replicas"][url] = _gauges("")
         run.samples.append(sample)
         await asyncio.sleep(SAMPLE_S)
+
+
+async def _health(
+    run: PolicyRun,
+    session: aiohttp.ClientSession,
+    gateway_url: str,
+    replica_urls: list[str],
+    started: float,
+) -> None:
+    """Every HEALTH_SAMPLE_S: whether the gateway routes to each replica (its admin API) and
+    the adapters each one serves (its /v1/models; None: no answer)."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    bound = aiohttp.ClientTimeout(total=5)
+    while True:
+        sample: dict[str, Any] = {"t_s": round(time.monotonic() - started, 2)}
+        try:
+            async with session.get(
+                gateway_url + "/admin/v1/replicas", headers=headers, timeout=bound
+            ) as response:
+                items = (await response.json())["items"]
+            sample["gateway"] = {item["url"]: item["healthy"] for item in items}
+        except (aiohttp.ClientError, TimeoutError):
+            sample["gateway"] = {}
+        sample["served"] = {}
+        for url in replica_urls:
+            try:
+                async with session.get(url + "/v1/models", timeout=bound) as response:
+                    cards = (await response.json())["data"]
+                sample["served"][url] = sorted(c["id"] for c in cards if c.get("parent"))
+            except (aiohttp.ClientError, TimeoutError):
+                sample["served"][url] = None
+        run.health.append(sample)
+        await asyncio.sleep(HEALTH_SAMPLE_S)
+
+
+async def _kill_and_restart(
+    run: PolicyRun, gateway_url: str, victim: Replica, started: float, args: argparse.Namespace
+) -> None:
+    """SIGKILL the victim's process group `--kill-at-s` into the load, wait until it is gone,
+    and start it again `--restart-after-s` later with `--restart-script`."""
+    await asyncio.sleep(max(0.0, started + args.kill_at_s - time.monotonic()))
+    held = (await asyncio.to_thread(_replicas_view, gateway_url)).get(victim.url, [])
+    os.killpg(victim.pid, signal.SIGKILL)
+    run.kill = kill = Kill(victim.url, held, round(time.monotonic() - started, 2))
+    _log(f"  killed {victim.url} (process group {victim.pid}) holding {held}")
+    gone_by = time.monotonic() + GONE_TIMEOUT_S
+    while _group_alive(victim.pid) and time.monotonic() < gone_by:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(args.restart_after_s)
+    index = args.kill_replica
+    log = victim.log.with_name(f"replica-{index}-restart-{run.policy}-{run.repeat}.log")
+    kill.restarted_s = round(time.monotonic() - started, 2)
+    started_script = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", str(args.restart_script), str(index), str(log)],
+        capture_output=True,
+        text=True,
+    )
+    if started_script.returncode != 0:
+        kill.error = started_script.stderr[-1000:]
+        return
+    victim.pid, victim.log = int(started_script.stdout.split()[-1]), log
+    _log(f"  restarted {victim.url} as process group {victim.pid}")
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` runs (zombies, dead but not yet reaped, do not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _replicas_view(gateway_url: str) -> dict[str, list[str]]:
+    """The adapters the gateway says each replica holds."""
+    response = httpx.get(
+        gateway_url + "/admin/v1/replicas",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return {item["url"]: item["adapters"] for item in response.json()["items"]}
+
+
+def _tenant_of(
+    tenants: list[BenchTenant], index: int, args: argparse.Namespace
+) -> tuple[BenchTenant, str]:
+    """User `index`'s tenant and model: with `--hot-share`, the first users (that share of
+    them) all use tenant 0's first model; the others, and every user without it, spread
+    evenly over the (other) tenants and their models."""
+    hot_users = round(args.hot_share * args.users)
+    if index < hot_users:
+        return tenants[0], tenants[0].models[0]
+    others = tenants[1:] if hot_users and len(tenants) > 1 else tenants
+    rest = index - hot_users
+    tenant = others[rest % len(others)]
+    return tenant, tenant.models[(rest // len(others)) % len(tenant.models)]
+
+
+def _hot_adapter(args: argparse.Namespace) -> str:
+    """The adapter behind tenant 0's first model (as `_provision` assigns them)."""
+    return _adapter_names(args)[0]
 
 
 def _gauges(text: str) -> dict[str, Any]:
@@ -496,9 +741,18 @@ def _write(args: argparse.Namespace, argv: list[str], runs: list[PolicyRun]) -> 
             "system_chars": args.system_chars,
             "question_words": args.question_words,
             "output_len": args.output_len,
+            "repeats": args.repeats,
+            "hot_share": args.hot_share,
+            "kill_at_s": args.kill_at_s,
+            "kill_replica": args.kill_replica if args.kill_at_s is not None else None,
+            "restart_after_s": args.restart_after_s if args.kill_at_s is not None else None,
         },
     }
-    data = {**context, "summaries": summaries, "runs": [asdict(run) for run in runs]}
+    data = {
+        **context,
+        "summaries": summaries,
+        "runs": [{**asdict(run), "per_second": run.per_second()} for run in runs],
+    }
     json_path = args.out_dir / f"{args.name}.json"
     json_path.write_text(json.dumps(data, indent=1))
     md_path = args.out_dir / f"{args.name}.md"
@@ -522,25 +776,36 @@ def _markdown(
         f"prompt ({load['system_chars']} characters), questions of {load['question_words']} "
         f"words, {load['output_len']} output tokens (ignore_eos), streamed; each turn sends "
         "the whole history back.",
+        *_scenario_lines(load),
         "",
-        "| policy | requests | failed | output tok/s | TTFT p50 ms | TTFT p99 ms | "
+        "| policy | run | requests | failed | output tok/s | TTFT p50 ms | TTFT p99 ms | "
         "first turn p50 ms | follow-up p50 ms | prefix-cache hit rate | adapter loads | "
         "loads/min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         lines.append(
-            f"| {s['policy']} | {s['requests']} | {s['failed']} | {s['output_tok_s']:,.0f} | "
+            f"| {s['policy']} | {s['repeat']} | {s['requests']} | {s['failed']} | "
+            f"{s['output_tok_s']:,.0f} | "
             f"{_ms(s['ttft_p50_ms'])} | {_ms(s['ttft_p99_ms'])} | "
             f"{_ms(s['ttft_first_turn_p50_ms'])} | {_ms(s['ttft_follow_up_p50_ms'])} | "
             f"{_pct(s['prefix_cache_hit_rate'])} | {_num(s['adapter_loads'])} | "
             f"{_num(s['adapter_loads_per_min'])} |"
         )
-    baseline = next((s for s in summaries if s["policy"] == "round_robin"), None)
-    if baseline and baseline["output_tok_s"]:
-        lines += ["", "Against round-robin:", ""]
-        for s in summaries:
-            if s is baseline:
+    several = load["repeats"] > 1
+    if several:
+        lines += _repeat_lines(summaries)
+
+    def name(s: dict[str, Any]) -> str:
+        return f"{s['policy']}, run {s['repeat']}" if several else s["policy"]
+
+    baselines = {s["repeat"]: s for s in summaries if s["policy"] == "round_robin"}
+    against = [s for s in summaries if s["repeat"] in baselines and s["policy"] != "round_robin"]
+    if against:
+        lines += ["", "Against round-robin" + (" (of the same run):" if several else ":"), ""]
+        for s in against:
+            baseline = baselines[s["repeat"]]
+            if not baseline["output_tok_s"]:
                 continue
             ratio = s["output_tok_s"] / baseline["output_tok_s"]
             hit = s["prefix_cache_hit_rate"]
@@ -553,7 +818,7 @@ def _markdown(
                 else "n/a"
             )
             lines.append(
-                f"- {s['policy']}: {ratio:.2f}x the output tok/s, {hits} the prefix-cache hit "
+                f"- {name(s)}: {ratio:.2f}x the output tok/s, {hits} the prefix-cache hit "
                 f"rate, adapter loads {fewer}, TTFT p50 {_ms(s['ttft_p50_ms'])} vs "
                 f"{_ms(baseline['ttft_p50_ms'])} ms"
             )
@@ -563,12 +828,99 @@ def _markdown(
             f"{url}: {s['waiting_mean'][url]:.1f} / {s['waiting_max'][url]:.0f}"
             for url in s["waiting_mean"]
         )
-        lines.append(f"- {s['policy']}: {cells or 'n/a'}")
-    for run in runs:
+        lines.append(f"- {name(s)}: {cells or 'n/a'}")
+    for run, s in zip(runs, summaries, strict=True):
+        lines += _hot_and_kill_lines(run, name(s))
         short = [note for note in run.notes if not note.startswith("gateway log tail")]
         if short:
-            lines += ["", f"Notes ({run.policy}): " + "; ".join(short)]
+            lines += ["", f"Notes ({name(s)}): " + "; ".join(short)]
     return "\n".join(lines) + "\n"
+
+
+def _scenario_lines(load: dict[str, Any]) -> list[str]:
+    lines = []
+    if load["hot_share"]:
+        lines.append(
+            f"- Hot tenant: {100 * load['hot_share']:.0f}% of the users belong to tenant 0 and "
+            "use its first model (one adapter); the others spread over the other tenants."
+        )
+    if load["kill_at_s"] is not None:
+        lines.append(
+            f"- Kill: replica {load['kill_replica']} SIGKILLed (its process group) "
+            f"{load['kill_at_s']:g} s into each run's load, started again "
+            f"{load['restart_after_s']:g} s after its processes were gone."
+        )
+    if load["repeats"] > 1:
+        lines.append(f"- Repeats: every policy ran {load['repeats']} times, in turn.")
+    return lines
+
+
+def _repeat_lines(summaries: list[dict[str, Any]]) -> list[str]:
+    """Per policy over its runs: the median and the range of tok/s and TTFT p50."""
+    lines = [
+        "",
+        "Across runs (median, min-max):",
+        "",
+        "| policy | runs | output tok/s | TTFT p50 ms | failed (all runs) |",
+        "|---|---|---|---|---|",
+    ]
+    for policy in dict.fromkeys(s["policy"] for s in summaries):
+        mine = [s for s in summaries if s["policy"] == policy]
+        tok_s = [s["output_tok_s"] for s in mine]
+        ttft = [s["ttft_p50_ms"] for s in mine if s["ttft_p50_ms"] is not None]
+        lines.append(
+            f"| {policy} | {len(mine)} | {_spread(tok_s)} | {_spread(ttft)} | "
+            f"{sum(s['failed'] for s in mine)} |"
+        )
+    return lines
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def _hot_and_kill_lines(run: PolicyRun, name: str) -> list[str]:
+    lines = []
+    if run.hot_adapter is not None:
+        where = ", ".join(run.hot_adapter_on) or "no replica"
+        lines += ["", f"Hot adapter ({name}): {run.hot_adapter} on {where} at the end."]
+    kill = run.kill
+    if kill is None:
+        return lines
+
+    def after(moment: float | None, since: float | None) -> str:
+        if moment is None or since is None:
+            return "never (within the load)"
+        return f"{moment - since:.1f} s"
+
+    failed = run.summary()["failed_by_replica"]
+    lines += [
+        "",
+        f"Kill ({name}): {kill.replica} killed at {kill.killed_s:.1f} s holding "
+        f"{', '.join(kill.held) or 'no adapter'}; ejected after "
+        f"{after(kill.ejected_s, kill.killed_s)}; restart began at "
+        f"{_num(kill.restarted_s)} s, re-admitted {after(kill.readmitted_s, kill.restarted_s)} "
+        f"after it; its adapters loaded again {after(kill.reapplied_s, kill.restarted_s)} after "
+        f"it; failed requests by replica: {failed or 'none'}"
+        + (f"; restart failed: {kill.error}" if kill.error else ""),
+        "",
+        "| seconds | ok | failed | failed by replica |",
+        "|---|---|---|---|",
+    ]
+    seconds = run.per_second()
+    for start in range(0, len(seconds), 5):  # 5-second rows; the JSON has every second
+        window = seconds[start : start + 5]
+        by_replica: Counter[str] = Counter()
+        for second in window:
+            by_replica.update(second["failed_by_replica"])
+        cells = ", ".join(f"{url}: {count}" for url, count in sorted(by_replica.items()))
+        lines.append(
+            f"| {start}-{start + len(window)} | {sum(s['ok'] for s in window)} | "
+            f"{sum(s['failed'] for s in window)} | {cells} |"
+        )
+    return lines
 
 
 def _ms(value: float | None) -> str:
@@ -621,6 +973,31 @@ def _parser() -> argparse.ArgumentParser:
         help="an environment setting of the gateway (repeatable)",
     )
     parser.add_argument("--wait-s", type=float, default=600.0, help="for the replicas to be up")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of the list of policies")
+    parser.add_argument(
+        "--hot-share",
+        type=float,
+        default=0.0,
+        help="share of the users on tenant 0's first model (0: users spread evenly)",
+    )
+    parser.add_argument(
+        "--kill-at-s",
+        type=float,
+        help="SIGKILL replica --kill-replica this long into each run's load (default: never)",
+    )
+    parser.add_argument("--kill-replica", type=int, default=1, help="its index in --replica")
+    parser.add_argument(
+        "--restart-after-s",
+        type=float,
+        default=0.0,
+        help="after the killed replica's processes are gone, before it is started again",
+    )
+    parser.add_argument(
+        "--restart-script",
+        type=Path,
+        help="`bash SCRIPT INDEX LOG` starts replica INDEX detached and prints its PID "
+        "(bench/gpu/start_replica.sh); needed with --kill-at-s",
+    )
     parser.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
     return parser
 

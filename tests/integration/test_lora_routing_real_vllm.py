@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from gateway.replicas.metrics import parse_load
-from tests.fixtures.gateway import Gateway, start_gateway
+from tests.fixtures.gateway import Gateway, start_gateway, tenant_with_adapter
 from tests.fixtures.processes import free_port
 from tests.fixtures.real_vllm import MAX_LORAS, READY_TIMEOUT_S, RealVllm
 from tests.fixtures.replicas import served_adapters, unload
@@ -50,14 +50,7 @@ def start_lora_gateway(upstream_url: str, log_dir: Path) -> Gateway:
 
 def tenant_for_adapter(gateway: Gateway, adapter: str, path: Path) -> dict[str, str]:
     """A new tenant whose model `assistant` is `adapter`, registered as its own; its headers."""
-    tenant_id, secret = gateway.new_tenant(f"{adapter}-{uuid.uuid4().hex[:6]}", {})
-    body = {"name": adapter, "path": str(path), "base_model": "base", "tenant_id": tenant_id}
-    registered = gateway.admin("POST", "/adapters", json=body)
-    assert registered.status_code == 201, registered.text
-    models = {"assistant": {"base_model": "base", "adapter": adapter}}
-    mapped = gateway.admin("PATCH", f"/tenants/{tenant_id}", json={"models": models})
-    assert mapped.status_code == 200, mapped.text
-    return {"authorization": f"Bearer {secret}"}
+    return tenant_with_adapter(gateway, adapter, path, f"{adapter}-{uuid.uuid4().hex[:6]}").headers
 
 
 def greedy(url: str, model: str, prompt: str, headers: dict[str, str] | None = None) -> list[int]:

@@ -15,8 +15,11 @@ import pytest_asyncio
 
 from gateway.adapters.models import AdapterRecord
 from gateway.adapters.sqlite_registry import SqliteAdapterRegistry
+from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError
-from gateway.routing import Replica, Router
+from gateway.routing import ModelTarget, Replica, Router
+from gateway.tenancy.models import ModelRoute
+from gateway.upstream.base import UpstreamResponse
 from tests.fixtures.processes import ServerProcess
 from tests.fixtures.replicas import (
     complete,
@@ -231,6 +234,37 @@ async def test_a_404_for_a_lost_adapter_reloads_it_and_retries(
         unload(server.url, "ad-1")
         await route_and_complete(router, "ad-1", 1)
         assert router.loader.stats.load_calls == 2
+
+
+async def test_an_adapter_unloaded_again_after_its_reload_is_a_503_to_send_again(
+    standins: Standins, registry: SqliteAdapterRegistry, tmp_path: Path
+) -> None:
+    """Another gateway process unloads it before each attempt reaches vLLM (LRU churn among
+    workers, as on a replica that took over a dead one's adapters): the client gets a 503 it
+    may send again, naming its model, not vLLM's 404 that the adapter's name does not exist."""
+    [server] = standins.start(1)
+    await register(registry, tmp_path, "ad-1")
+    settings = routing_settings(scrape_interval_s=600)  # the sync will not notice in time
+    body = b'{"model": "ad-1", "prompt": "hi", "max_tokens": 4}'
+    async with (
+        running_router([server.url], settings, registry) as router,
+        running_upstream() as upstream,
+    ):
+        lease = await router.acquire(ModelTarget("my-model", ModelRoute("base", "ad-1")))
+
+        async def unloaded_first(url: str) -> UpstreamResponse:
+            unload(url, "ad-1")  # behind the router's back, as another worker's LRU would
+            return await upstream.post(RequestContext("test"), url + "/v1/completions", body, False)
+
+        try:
+            with pytest.raises(GatewayError) as caught:
+                await lease.send(unloaded_first)
+        finally:
+            lease.release()
+        assert router.loader.stats.load_calls == 2  # reloaded once, as for a restart
+    error = caught.value
+    assert (error.status, error.code, error.type) == (503, "adapter_unavailable", "upstream_error")
+    assert "`my-model`" in error.message and "ad-1" not in error.message
 
 
 async def test_an_adapter_vllm_cannot_load_is_a_clear_error(

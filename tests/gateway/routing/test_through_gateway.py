@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fixtures.gateway import Gateway, start_gateway
+from tests.fixtures.gateway import Gateway, start_gateway, tenant_with_adapter
 from tests.fixtures.metrics import metric_value
 from tests.fixtures.processes import ServerProcess
 from tests.fixtures.replicas import served_adapters
@@ -50,25 +50,11 @@ def lora_gateway(
     gateway.stop()
 
 
-def tenant_with_adapter(gateway: Gateway, adapter_dir: Path) -> tuple[str, openai.OpenAI]:
+def adapter_client(gateway: Gateway, adapter_dir: Path) -> tuple[str, openai.OpenAI]:
     """A new tenant, its own registered adapter, and a client: (adapter name, client)."""
     adapter = f"lora-{uuid.uuid4().hex[:8]}"
-    tenant_id, secret = gateway.new_tenant(adapter, {})
-    registered = gateway.admin(
-        "POST",
-        "/adapters",
-        json={
-            "name": adapter,
-            "path": str(adapter_dir),
-            "base_model": "base",
-            "tenant_id": tenant_id,
-        },
-    )
-    assert registered.status_code == 201, registered.text
-    models = {"my-model": {"base_model": "base", "adapter": adapter}}
-    mapped = gateway.admin("PATCH", f"/tenants/{tenant_id}", json={"models": models})
-    assert mapped.status_code == 200, mapped.text
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
+    tenant = tenant_with_adapter(gateway, adapter, adapter_dir, adapter, "my-model")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=tenant.secret, max_retries=0)
     return adapter, client
 
 
@@ -85,7 +71,7 @@ def requests_served(server: ServerProcess) -> float:
 def test_a_runtime_adapter_is_loaded_on_first_use_and_stays_there(
     lora_gateway: Gateway, replicas: list[ServerProcess], tmp_path: Path
 ) -> None:
-    adapter, client = tenant_with_adapter(lora_gateway, tmp_path)
+    adapter, client = adapter_client(lora_gateway, tmp_path)
     before = [requests_served(s) for s in replicas]
     loads_before = adapter_loads(lora_gateway, "ok")
     for _ in range(4):
@@ -106,9 +92,9 @@ def test_a_runtime_adapter_is_loaded_on_first_use_and_stays_there(
 def test_a_tenant_cannot_reach_another_tenants_adapter(
     lora_gateway: Gateway, tmp_path: Path
 ) -> None:
-    adapter, owner = tenant_with_adapter(lora_gateway, tmp_path)
+    adapter, owner = adapter_client(lora_gateway, tmp_path)
     owner.completions.create(model="my-model", prompt="hi", max_tokens=2)
-    _, other = tenant_with_adapter(lora_gateway, tmp_path)
+    _, other = adapter_client(lora_gateway, tmp_path)
     for name in (adapter, "my-model-of-the-other-tenant"):
         with pytest.raises(openai.NotFoundError) as caught:
             other.completions.create(model=name, prompt="hi", max_tokens=2)
@@ -118,7 +104,7 @@ def test_a_tenant_cannot_reach_another_tenants_adapter(
 def test_an_adapter_vllm_cannot_load_is_a_clear_openai_error(
     lora_gateway: Gateway, tmp_path: Path
 ) -> None:
-    _, client = tenant_with_adapter(lora_gateway, tmp_path / "missing")
+    _, client = adapter_client(lora_gateway, tmp_path / "missing")
     with pytest.raises(openai.APIStatusError) as caught:
         client.completions.create(model="my-model", prompt="hi", max_tokens=2)
     failed_before = adapter_loads(lora_gateway, "error")
@@ -158,7 +144,7 @@ def test_a_replica_that_is_down_costs_no_request(tmp_path: Path) -> None:
 def test_admins_see_each_replicas_health_and_adapters(
     lora_gateway: Gateway, replicas: list[ServerProcess], tmp_path: Path
 ) -> None:
-    adapter, client = tenant_with_adapter(lora_gateway, tmp_path)
+    adapter, client = adapter_client(lora_gateway, tmp_path)
     client.completions.create(model="my-model", prompt="hi", max_tokens=2)
     listed = lora_gateway.admin("GET", "/replicas")
     assert listed.status_code == 200, listed.text
