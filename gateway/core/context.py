@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -16,6 +16,12 @@ _MAX_CLIENT_REQUEST_ID = 128
 # the request this task is serving: for what reports on it from deep inside a stage (the
 # safety engine's events), without passing the context through every call
 current_request: ContextVar[RequestContext | None] = ContextVar("current_request", default=None)
+
+
+def random_id() -> str:
+    """32 random hex digits, as unique as `uuid.uuid4().hex` at a quarter of its cost (no UUID
+    object): ids minted on every request."""
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)
@@ -64,7 +70,7 @@ class RequestContext:
         given = header(scope, b"x-request-id")
         if given and len(given) <= _MAX_CLIENT_REQUEST_ID and given.isascii():
             return cls(given.decode())
-        return cls(uuid.uuid4().hex)
+        return cls(random_id())
 
     def overhead_ms(self) -> float:
         """Time spent in the gateway so far, not counting the wait for the upstream."""

@@ -23,13 +23,13 @@ import asyncio
 import contextlib
 import hashlib
 import time
-import uuid
 import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.context import random_id
 from gateway.limits import redis_scripts
 from gateway.limits.counters import KEPT_AFTER_MONTH_S, KEYSPACE
 from gateway.limits.headers import WindowState, rate_limit_headers
@@ -217,7 +217,7 @@ class RedisLimiter:
         await self._redis.close()
 
     def _marker(self, space: str) -> str:
-        return f"{space}settled:{uuid.uuid4().hex}"
+        return f"{space}settled:{random_id()}"
 
     def _take(self, space: str, count: int) -> None:
         """Remove the first `count` settlements queued for `space`."""

@@ -12,6 +12,8 @@ that /metrics merges; the in-flight gauge then sums live workers only.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.core.context import RequestContext
@@ -151,35 +153,66 @@ ISOLATION_REQUESTS = Counter(
 )
 
 
+Metric = TypeVar("Metric", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[Metric]):
+    """A metric's series by label values, each found once: prometheus-client's `labels`
+    checks its arguments and takes a lock on every call, and these are called on every
+    request. As bounded as the labels are (labels.py)."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Metric) -> None:
+        self._metric: Metric = metric
+        self._children: dict[tuple[str, ...], Metric] = {}
+
+    def __call__(self, *values: str) -> Metric:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+_requests = _Children(REQUESTS)
+_request_duration = _Children(REQUEST_DURATION)
+_time_to_first_token = _Children(TIME_TO_FIRST_TOKEN)
+_overhead = _Children(OVERHEAD)
+_prompt_tokens = _Children(PROMPT_TOKENS)
+_completion_tokens = _Children(COMPLETION_TOKENS)
+_upstream_in_flight = _Children(UPSTREAM_IN_FLIGHT)
+_upstream_requests = _Children(UPSTREAM_REQUESTS)
+
+
 def observe_request(ctx: RequestContext, seconds: float) -> None:
     """Record one finished /v1 request; called once, after its last byte."""
     tenant = _tenants(ctx.tenant_name)
     model = _models(ctx.public_model)
-    REQUESTS.labels(tenant, model, ctx.surface, status_label(ctx.status)).inc()
+    _requests(tenant, model, ctx.surface, status_label(ctx.status)).inc()
     # a sampled request's trace id links its histogram bucket to its trace (OpenMetrics)
     exemplar = {"trace_id": ctx.trace_id} if ctx.trace_id is not None else None
-    REQUEST_DURATION.labels(model).observe(seconds, exemplar)
+    _request_duration(model).observe(seconds, exemplar)
     if ctx.stream and ctx.first_event_at is not None:
-        TIME_TO_FIRST_TOKEN.labels(model).observe(ctx.first_event_at - ctx.started, exemplar)
-    OVERHEAD.labels("true" if ctx.stream else "false").observe(ctx.final_overhead_ms() / 1000.0)
+        _time_to_first_token(model).observe(ctx.first_event_at - ctx.started, exemplar)
+    _overhead("true" if ctx.stream else "false").observe(ctx.final_overhead_ms() / 1000.0)
     usage = ctx.usage
     if usage:
         prompt_tokens = usage.get("prompt_tokens")
         if isinstance(prompt_tokens, int) and prompt_tokens > 0:
-            PROMPT_TOKENS.labels(tenant, model).inc(prompt_tokens)
+            _prompt_tokens(tenant, model).inc(prompt_tokens)
         completion_tokens = usage.get("completion_tokens")
         if isinstance(completion_tokens, int) and completion_tokens > 0:
-            COMPLETION_TOKENS.labels(tenant, model).inc(completion_tokens)
+            _completion_tokens(tenant, model).inc(completion_tokens)
 
 
 def upstream_started(replica: str) -> None:
-    UPSTREAM_IN_FLIGHT.labels(_replicas(replica)).inc()
+    _upstream_in_flight(_replicas(replica)).inc()
 
 
 def upstream_finished(replica: str, error: bool) -> None:
     label = _replicas(replica)
-    UPSTREAM_IN_FLIGHT.labels(label).dec()
-    UPSTREAM_REQUESTS.labels(label, "error" if error else "ok").inc()
+    _upstream_in_flight(label).dec()
+    _upstream_requests(label, "error" if error else "ok").inc()
 
 
 def rate_limit_rejected(limit: str, tenant: str | None) -> None:

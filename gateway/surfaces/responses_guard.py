@@ -3,8 +3,11 @@ repeated in the `.done` events and the final response object set to what was rel
 whole answers rewritten with the same rules.
 
 A stream's text is `response.output_text.delta` events, one text per (output_index,
-content_index), scanned by a `TextGuard` (gateway/safety/text_guard.py): each delta leaves as
-one event carrying the text released now (sometimes "" while a possible match is held back).
+content_index), scanned by a `TextGuard` (gateway/safety/text_guard.py). The deltas of one text
+that arrive together (a run, as chat's token chunks: gateway/safety/token_events.py) are
+scanned as one text, and each delta leaves as one event carrying its part of the text released
+now (sometimes "" while a possible match is held back); the events whose part is their own
+delta leave as the same bytes.
 What a text still holds when its `response.output_text.done` comes (or, failing that, the
 part's or item's `.done`, or the response's end) goes out first, as one more delta event, so
 that the deltas always add up to the guarded text; events after an added one are renumbered
@@ -34,6 +37,7 @@ nothing to do with pass as the same bytes, unless an added event made them need 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -54,10 +58,12 @@ _ITEM_EVENTS = (
     "response.content_part.done",
     "response.output_item.done",
 )
-# the events the guard reads; the others are not even parsed (unless renumbered)
+# the events the guard reads one by one (text deltas come in runs); the others are not even
+# parsed (unless renumbered)
 _GUARDED_TYPES = frozenset(
-    kind.encode() for kind in (_TEXT_DELTA, *_LIFECYCLE_TYPES, *TERMINAL_TYPES, *_ITEM_EVENTS)
+    kind.encode() for kind in (*_LIFECYCLE_TYPES, *TERMINAL_TYPES, *_ITEM_EVENTS)
 )
+_TEXT_DELTA_TYPE = _TEXT_DELTA.encode()
 
 # (output_index, content_index): one text of the answer
 PartKey = tuple[int, int]
@@ -105,6 +111,34 @@ def guard_item(item: Any, output_index: int, guarded: GuardedText) -> tuple[bool
     return changed, False
 
 
+def _text_delta(event: bytes) -> tuple[PartKey, dict[str, Any]] | None:
+    """A text delta event's text (its part key) and its data (None: the event is not one)."""
+    if event_type(event) != _TEXT_DELTA_TYPE:
+        return None
+    try:
+        data = orjson.loads(event_data(event))
+    except orjson.JSONDecodeError:
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get("delta"), str)):
+        return None
+    return (data.get("output_index", 0), data.get("content_index", 0)), data
+
+
+class _DeltaRun:
+    """Consecutive delta events of one text within a batch of events."""
+
+    __slots__ = ("deltas", "events", "key")
+
+    def __init__(self, key: PartKey, event: bytes, data: dict[str, Any]) -> None:
+        self.key = key
+        self.events = [event]  # as they came, without their separators
+        self.deltas = [data]  # the same, parsed
+
+    def add(self, event: bytes, data: dict[str, Any]) -> None:
+        self.events.append(event)
+        self.deltas.append(data)
+
+
 def mark_incomplete(response: dict[str, Any]) -> None:
     response["status"] = "incomplete"
     response["incomplete_details"] = {"reason": _CONTENT_FILTER}
@@ -136,6 +170,90 @@ class ResponsesGuard(EventGuard[PartKey]):
         )
         return orjson.dumps(document) if changed else body
 
+    def on_events(self, events: bytes) -> bytes:
+        """Rewrite complete SSE events, the consecutive deltas of a text as one run; once
+        blocked, the output ends the stream."""
+        if self._guard.blocked:
+            return b""
+        out: list[bytes] = []
+        run: _DeltaRun | None = None
+        for event in events.split(EVENT_END)[:-1]:
+            delta = _text_delta(event)
+            if delta is not None:
+                if run is None:
+                    run = _DeltaRun(delta[0], event, delta[1])
+                    continue
+                if run.key == delta[0]:
+                    run.add(event, delta[1])
+                    continue
+            if run is not None:
+                out.append(self._release_run(run))
+                if self._guard.blocked:
+                    break
+                run = None if delta is None else _DeltaRun(delta[0], event, delta[1])
+            if delta is None:
+                out.append(self._event(event))
+                if self._guard.blocked:
+                    break
+        else:  # not blocked: the last run goes out too
+            if run is not None:
+                out.append(self._release_run(run))
+        return b"".join(out)
+
+    def _release_run(self, run: _DeltaRun) -> bytes:
+        """Scan the run's text at once and hand each delta its part of what is released: when
+        that is a prefix of (what the text held before) + the run's text, each delta keeps its
+        own part of it (the first one the held text too); a rewrite goes out in the run's last
+        delta. A block leaves the safe text in the first delta, then the ending."""
+        key, deltas = run.key, run.deltas
+        if len(deltas) == 1:  # a paced stream's every read
+            return self._release_one(run.events[0], key, deltas[0])
+        prior = self._guard.held(key)
+        texts = [data["delta"] for data in deltas]
+        text = "".join(texts)
+        released, blocked = self._guard.feed(key, text)
+        self._texts.setdefault(key, []).append(released)
+        if blocked:
+            deltas[0]["delta"] = released
+            return self._emitted(deltas[0], [deltas[0], self._ending()])
+        if released == text and not prior and not self._shift:  # nothing held, nothing changed
+            return b"".join(event + EVENT_END for event in run.events)
+        if (prior + text).startswith(released):
+            bounds = [len(prior) + end for end in itertools.accumulate(map(len, texts))]
+            parts = [released[low:high] for low, high in itertools.pairwise([0, *bounds])]
+        else:
+            parts = [""] * (len(texts) - 1) + [released]
+        out = []
+        for event, data, part in zip(run.events, deltas, parts, strict=True):
+            if part == data["delta"] and not self._shift:
+                out.append(event + EVENT_END)
+            else:
+                data["delta"] = part
+                out.append(self._emitted(data, [data]))
+        return b"".join(out)
+
+    def _release_one(self, event: bytes, key: PartKey, data: dict[str, Any]) -> bytes:
+        """`_release_run` for a run of one delta."""
+        delta = data["delta"]
+        released, blocked = self._guard.feed(key, delta)
+        self._texts.setdefault(key, []).append(released)
+        data["delta"] = released
+        if blocked:
+            return self._emitted(data, [data, self._ending()])
+        if released == delta and not self._shift:
+            return event + EVENT_END
+        return self._emitted(data, [data])
+
+    def _emitted(self, data: dict[str, Any], emitted: list[dict[str, Any]]) -> bytes:
+        """The events that replace the upstream event `data`, numbered from its number on
+        (later upstream events are renumbered by the events added)."""
+        sequence = data.get("sequence_number")
+        if isinstance(sequence, int):
+            for number, out in enumerate(emitted, sequence + self._shift):
+                out["sequence_number"] = number
+            self._shift += len(emitted) - 1
+        return b"".join(typed_event(out) for out in emitted)
+
     def _event(self, event: bytes) -> bytes:
         """The event itself, rewritten, or more events (added deltas, the ending)."""
         kind = event_type(event)
@@ -148,21 +266,14 @@ class ResponsesGuard(EventGuard[PartKey]):
         if not isinstance(data, dict):
             return event + EVENT_END
         emitted = self._handle(str(data.get("type")), data)
-        sequence = data.get("sequence_number")
         if emitted is None:
-            if not (self._shift and isinstance(sequence, int)):
+            if not (self._shift and isinstance(data.get("sequence_number"), int)):
                 return event + EVENT_END
             emitted = [data]
-        if isinstance(sequence, int):
-            for number, out in enumerate(emitted, sequence + self._shift):
-                out["sequence_number"] = number
-            self._shift += len(emitted) - 1
-        return b"".join(typed_event(out) for out in emitted)
+        return self._emitted(data, emitted)
 
     def _handle(self, kind: str, data: dict[str, Any]) -> list[dict[str, Any]] | None:
         """The events that replace `data` (numbered by the caller); None: it goes on as is."""
-        if kind == _TEXT_DELTA:
-            return self._delta_event(data)
         if kind in _LIFECYCLE_TYPES:
             if isinstance(data.get("response"), dict):
                 self._response = data["response"]
@@ -185,19 +296,6 @@ class ResponsesGuard(EventGuard[PartKey]):
         elif kind == "response.output_item.done" and isinstance(data.get("item"), dict):
             return self._item_done(data, output_index)
         return None
-
-    def _delta_event(self, data: dict[str, Any]) -> list[dict[str, Any]] | None:
-        delta = data.get("delta")
-        if not isinstance(delta, str):
-            return None
-        key = (data.get("output_index", 0), data.get("content_index", 0))
-        released, blocked = self._guard.feed(key, delta)
-        self._texts.setdefault(key, []).append(released)
-        if released != delta:
-            data["delta"] = released
-        if blocked:
-            return [data, self._ending()]
-        return None if released == delta else [data]
 
     def _text_done(
         self, data: dict[str, Any], key: PartKey, holder: dict[str, Any]

@@ -29,6 +29,38 @@ async def test_concurrent_calls_each_get_their_own_reply(own_redis: RedisServer)
     await connection.close()
 
 
+class RecordedTransport:
+    """A connection's transport, noting each write."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+async def test_the_calls_of_one_turn_of_the_loop_go_out_in_one_write(
+    own_redis: RedisServer,
+) -> None:
+    connection = PipelinedRedis(Endpoint.from_url(own_redis.url), 2.0, 2.0)
+    await connection.call("PING")
+    protocol = connection._protocol
+    assert protocol is not None and protocol.transport is not None
+    recorded = RecordedTransport(protocol.transport)
+    protocol.transport = recorded  # type: ignore[assignment]
+    replies = await asyncio.gather(*(connection.call("ECHO", f"n{i}") for i in range(5)))
+    assert replies == [f"n{i}".encode() for i in range(5)]
+    assert len(recorded.writes) == 1  # one system call, one wake-up of Redis
+    assert await connection.call("ECHO", "alone") == b"alone"
+    assert len(recorded.writes) == 2
+    await connection.close()
+
+
 async def test_errors_are_raised_and_the_connection_stays_usable(own_redis: RedisServer) -> None:
     connection = PipelinedRedis(Endpoint.from_url(own_redis.url), 2.0, 2.0)
     with pytest.raises(RedisReplyError) as caught:

@@ -21,9 +21,11 @@ from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError, UpstreamBadGateway
 from gateway.core.request import InferenceRequest
 from gateway.limits.estimate import MAX_TOKENS, text_tokens
+from gateway.safety.runtime import PolicyRuntime
+from gateway.safety.text_guard import TextGuard
 from gateway.settings import LimitsSettings
 from gateway.surfaces.responses import Responses, ResponsesUsage, chat_usage
-from gateway.surfaces.responses_guard import ResponsesGuard
+from gateway.surfaces.responses_guard import PartKey, ResponsesGuard
 from gateway.upstream.base import UpstreamRequest
 from gateway.upstream.memory import MemoryResponse
 from tests.fixtures.gateway import ADMIN_KEY, Gateway
@@ -475,6 +477,35 @@ def test_events_that_need_nothing_leave_as_the_same_bytes() -> None:
     guard = responses_guard(rule("cards", "payment_card", "redact", "output"))
     events = vllm_stream(["Hello", " there", ", how", " are you?"])
     assert run_stream(guard, events) == b"".join(events)
+    together = responses_guard(rule("cards", "payment_card", "redact", "output"))
+    assert together.on_events(b"".join(events)) == b"".join(events)  # one run of deltas
+
+
+class FeedLog(TextGuard[PartKey]):
+    """The policy's output rules, noting every text fed to them."""
+
+    def __init__(self, policy: PolicyRuntime) -> None:
+        rules = policy.policy.output_rules
+        assert rules is not None
+        super().__init__(rules, policy.vault, policy)
+        self.fed: list[str] = []
+
+    def feed(self, index: PartKey, text: str, final: bool = False) -> tuple[str, bool]:
+        self.fed.append(text)
+        return super().feed(index, text, final)
+
+
+def test_the_deltas_of_a_text_that_arrive_together_are_scanned_as_one_text() -> None:
+    pieces = ["Mail bob", ".smith@", "example.com", " or ann@", "example.org", ", then wait."]
+    log = FeedLog(runtime(MAILS))
+    events = parse_stream(ResponsesGuard(log).on_events(b"".join(vllm_stream(pieces))))
+    assert [text for text in log.fed if text] == [ANSWER]  # one scan for all the deltas
+    deltas = [event["delta"] for event in events if event["type"] == DELTA]
+    # each delta still leaves as one event, and the held last word as one more at the end
+    assert len(deltas) == len(pieces) + 1
+    assert "".join(deltas) == REDACTED
+    assert output_texts(events[-1]["response"]) == [REDACTED]
+    assert_well_numbered(events)
 
 
 def test_comments_and_unknown_events_pass_through() -> None:
