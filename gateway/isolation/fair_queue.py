@@ -119,10 +119,6 @@ class FairQueue:
     def in_flight(self) -> int:
         return self._in_flight + self._borrowed
 
-    @property
-    def max_in_flight(self) -> int:
-        return self._max
-
     def divide(self, processes: int, rank: int) -> None:
         """This process's part of the deployment's budget, `processes` gateway processes
         sharing it and this one `rank` among them (gateway/peers.py; at least one slot each).
