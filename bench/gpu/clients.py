@@ -3,20 +3,23 @@ else by this project's client (bench/streams.py).
 
 A load is split into lanes, one per tenant: its share of the concurrent streams goes to one
 base URL with one model name and one API key. `vllm bench serve` takes one model and one key
-per run, so each lane is one run of it; the lanes' runs go in one process and one event loop,
-started together, and their per-request timings are merged, as if one client had sent it all.
-They run in this process (`add_cli_args` + `main_async`, which is what `vllm bench serve`
-calls) so that vLLM is imported once, while the server is still starting, not once per run.
+per run, so each lane is one run of it, in a process of its own (`add_cli_args` + `main_async`,
+which is what `vllm bench serve` calls): one event loop relaying 512 streams' chunks lags by
+tens of milliseconds, and that lag would land in every path's TTFT. The lanes' processes are
+started once, import vLLM while the server is still starting, and begin each run together at
+a barrier; their per-request timings are merged, as if one client had sent it all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.managers import SyncManager
 from typing import Any, Protocol
 
 from bench.measures import percentile
@@ -96,17 +99,19 @@ def shares(concurrency: int, lanes: int) -> list[int]:
 
 
 class BenchServeClient:
-    """`vllm bench serve --backend openai-chat --dataset-name random`, one run per lane."""
+    """`vllm bench serve --backend openai-chat --dataset-name random`, one process per lane."""
 
-    def __init__(self) -> None:
-        # Importing vLLM takes seconds; an ImportError here means "use the other client".
-        from vllm.benchmarks import serve
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    def __init__(self, processes: int = 4) -> None:
+        # An ImportError here means "use the other client".
+        import vllm.benchmarks.serve  # noqa: F401
 
-        self._serve = serve
-        self._parser = FlexibleArgumentParser()
-        serve.add_cli_args(self._parser)
         self.name = f"vllm bench serve (vLLM {_vllm_version()})"
+        context = multiprocessing.get_context("spawn")
+        self._manager: SyncManager = context.Manager()
+        self._processes = processes
+        self._pool = ProcessPoolExecutor(
+            processes, mp_context=context, initializer=_import_bench_serve
+        )
 
     def argv(self, lane: Lane, workload: Workload, streams: int, seed: int) -> list[str]:
         """The `vllm bench serve` arguments of one lane's run (also shown in the report)."""
@@ -148,11 +153,15 @@ class BenchServeClient:
                 path_lanes, shares(workload.concurrency, len(path_lanes)), strict=True
             )
         ]
+        if len(streams) > self._processes:
+            raise ValueError(f"{len(streams)} lanes, but {self._processes} client processes")
         runs = [
             (path, self.argv(lane, workload, count, workload.seed + index))
             for index, (path, lane, count) in enumerate(streams)
         ]
-        results = asyncio.run(self._run_all([argv for _, argv in runs]))
+        barrier = self._manager.Barrier(len(runs))
+        futures = [self._pool.submit(_run_lane, argv, barrier) for _, argv in runs]
+        results = [future.result() for future in futures]
         prefixes = [_request_id_prefix(argv) for _, argv in runs]
         return {
             path: self._merged(
@@ -165,20 +174,14 @@ class BenchServeClient:
             for path in lanes
         }
 
-    async def _run_all(self, argvs: list[list[str]]) -> list[dict[str, Any]]:
-        runs = [self._serve.main_async(self._parser.parse_args(argv)) for argv in argvs]
-        return list(await asyncio.gather(*runs))
-
     def _merged(self, lane_results: list[tuple[str, dict[str, Any]]]) -> RunResult:
         results = [result for _, result in lane_results]
         ttfts, gaps, output_tokens, starts, ends = [], [], 0, [], []
-        # `start_times` are this process's perf_counter(): to the wall clock of the logs
-        wall_offset = time.time() - time.perf_counter()
         timings = [
             {
                 # `vllm bench serve` numbers its requests in order, after the prefix
                 "id": f"{prefix}{index}",
-                "sent_s": start + wall_offset,
+                "sent_s": start,
                 "ttft_ms": ttft * 1e3 if ttft > 0 else None,
             }
             for prefix, result in lane_results
@@ -211,6 +214,27 @@ class BenchServeClient:
             lanes=[_summary(result) for result in results],
             timings=timings,
         )
+
+
+def _import_bench_serve() -> None:
+    """Each client process imports vLLM once, before its first run."""
+    from vllm.benchmarks import serve  # noqa: F401
+
+
+def _run_lane(argv: list[str], barrier: Any) -> dict[str, Any]:
+    """One lane's run in a client process, begun when every lane's process is ready; its
+    `start_times` turned from this process's perf_counter() into the wall clock of the logs."""
+    from vllm.benchmarks import serve
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    serve.add_cli_args(parser)
+    args = parser.parse_args(argv)
+    barrier.wait()
+    result: dict[str, Any] = asyncio.run(serve.main_async(args))
+    wall_offset = time.time() - time.perf_counter()
+    result["start_times"] = [start + wall_offset for start in result["start_times"]]
+    return result
 
 
 class StreamsClient:

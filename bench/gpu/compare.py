@@ -87,6 +87,7 @@ def _measure(
     """One paired run: each path's own streams, all at once. vLLM's figures cover both paths;
     the gateway's (CPU, access log) are the gateway row's."""
     start = server_side.mark(args.upstream, args.gateway_log)
+    vllm_log_offset = _size(args.upstream_log)
     cpu_before = tree_cpu_seconds(args.gateway_pid)
     try:
         results = client.run_paths(paths, load)
@@ -97,6 +98,7 @@ def _measure(
     cpu_s = tree_cpu_seconds(args.gateway_pid) - cpu_before
     servers = server_side.since(start, args.upstream, args.gateway_log)
     shared = {name: value for name, value in servers.items() if name.startswith("vllm_")}
+    queued = timelines.queue_entries(args.upstream_log, vllm_log_offset)
     runs = []
     for path, result in results.items():
         ours = path == "gateway"
@@ -111,6 +113,7 @@ def _measure(
                 cpu_s if ours else None,
                 servers if ours else shared,
                 timeline,
+                timelines.split_at_queue(result.timings, queued) if queued else None,
             )
         )
         _log(
@@ -119,6 +122,10 @@ def _measure(
         )
     _log("  servers: " + ", ".join(f"{k} {v:.1f}" for k, v in servers.items() if v is not None))
     return runs
+
+
+def _size(path: Path | None) -> int:
+    return path.stat().st_size if path is not None and path.exists() else 0
 
 
 def _parser() -> argparse.ArgumentParser:

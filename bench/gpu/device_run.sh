@@ -92,6 +92,7 @@ else
     VLLM_ARGS=(--model "$MODEL/base" --served-model-name base --enable-lora
         --lora-modules "${lora_args[@]}" --max-loras ${#ADAPTERS[@]} --max-lora-rank 16
         --gpu-memory-utilization 0.5 --disable-uvicorn-access-log
+        --enable-log-requests --max-log-len 0
         --host 127.0.0.1 --port "$UPSTREAM_PORT")
     UPSTREAM_ARGS="vllm serve ${VLLM_ARGS[*]}"
     if [[ -f $WORK/vllm.pid ]] && kill -0 "$(cat "$WORK/vllm.pid")" 2>/dev/null; then
@@ -99,8 +100,11 @@ else
     else
         log "starting vLLM (about 130 s to /health)"
         # Not stopped on exit: a later run on the same warm machine reuses it.
+        # Every line stamped with its epoch time: bench/gpu/timelines.py reads when each
+        # request entered vLLM's queue ("Added request").
+        cp bench/gpu/vllm-logging.json "$WORK/vllm-logging.json"
         start_detached_in "$WORK" "$WORK/vllm.log" env VLLM_ALLOW_RUNTIME_LORA_UPDATING=True \
-            python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" >"$WORK/vllm.pid"
+            VLLM_LOGGING_CONFIG_PATH="$WORK/vllm-logging.json" python3 -m vllm.entrypoints.openai.api_server "${VLLM_ARGS[@]}" >"$WORK/vllm.pid"
     fi
     UPSTREAM_PID=$(cat "$WORK/vllm.pid")
     UPSTREAM_LOG=$WORK/vllm.log

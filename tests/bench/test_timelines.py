@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu.timelines import decompose
+from bench.gpu.timelines import decompose, queue_entries, split_at_queue
 
 SENT_S = 1_800_000_000.0
 
@@ -57,3 +57,38 @@ def test_lines_before_the_runs_offset_are_not_read(tmp_path: Path) -> None:
     log.write_text(earlier)
     timings = [{"id": "r-0", "sent_s": SENT_S, "ttft_ms": 6.0}]
     assert decompose(timings, log, len(earlier.encode())) == {"requests": 1, "matched": 0}
+
+
+def test_both_paths_split_at_vllms_queue_entry(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        f"{SENT_S - 5:.6f} INFO vllm Added request chatcmpl-warm-up-1-ab12cd34.\n"
+        f"{SENT_S + 0.004:.6f} INFO vllm.entrypoints Received request chatcmpl-gpu-bench-7-0: "
+        "params: SamplingParams(n=1), lora_request: None.\n"
+        f"{SENT_S + 0.005:.6f} INFO vllm.v1.engine.async_llm "
+        "Added request chatcmpl-gpu-bench-7-0-12ab34cd.\n"
+        f"{SENT_S + 0.250:.6f} INFO vllm.v1.engine.async_llm "
+        "Added request chatcmpl-gpu-bench-7-1-0f0f0f0f.\n"
+    )
+    added = queue_entries(log, 0)
+    assert added == {
+        "gpu-bench-7-0": pytest.approx(SENT_S + 0.005),
+        "gpu-bench-7-1": pytest.approx(SENT_S + 0.250),
+    }
+    timings = [
+        {"id": "gpu-bench-7-0", "sent_s": SENT_S, "ttft_ms": 105.0},
+        {"id": "gpu-bench-7-1", "sent_s": SENT_S, "ttft_ms": 900.0},
+        {"id": "gpu-bench-7-2", "sent_s": SENT_S, "ttft_ms": 50.0},  # not logged by vLLM
+    ]
+    split = split_at_queue(timings, added)
+    assert (split["requests"], split["matched"]) == (3, 2)
+    slowest = split["slowest_1pct_mean"]
+    assert slowest["to_vllm_queue_ms"] == pytest.approx(250.0, abs=0.01)
+    assert slowest["queue_to_client_ms"] == pytest.approx(650.0, abs=0.01)
+
+
+def test_a_vllm_that_logs_no_requests_gives_no_split(tmp_path: Path) -> None:
+    assert queue_entries(tmp_path / "absent.log", 0) == {}
+    assert queue_entries(None, 0) == {}
+    timings = [{"id": "gpu-bench-7-0", "sent_s": SENT_S, "ttft_ms": 105.0}]
+    assert split_at_queue(timings, {}) == {"requests": 1, "matched": 0}
