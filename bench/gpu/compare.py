@@ -105,6 +105,11 @@ def _measure(
         timeline = None
         if ours and args.gateway_log is not None and result.timings:
             timeline = timelines.decompose(result.timings, args.gateway_log, start.log_offset)
+            if queued and args.upstream_log is not None:
+                ids = {timing["id"] for timing in result.timings}
+                timeline["frontend"] = timelines.frontend_split(
+                    args.gateway_log, args.upstream_log, ids.__contains__
+                )
         runs.append(
             PathRun(
                 path,

@@ -97,8 +97,7 @@ def write_all(
 
 
 def _raw_run(run: PathRun) -> dict[str, Any]:
-    result = asdict(run.result)
-    del result["timings"]  # per request: summarised in "timeline"
+    result = asdict(run.result)  # "timings" per request: sent, TTFT, for later analysis
     return {
         "path": run.path,
         "concurrency": run.concurrency,
@@ -182,6 +181,13 @@ def _markdown(runs: list[PathRun], goals: list[Goal], context: dict[str, Any]) -
         "",
         *timelines.markdown(
             [(run.concurrency, run.timeline) for run in runs if run.timeline is not None]
+        ),
+        *timelines.frontend_markdown(
+            [
+                (run.concurrency, run.timeline["frontend"])
+                for run in runs
+                if run.timeline is not None and "frontend" in run.timeline
+            ]
         ),
         *timelines.queue_markdown(
             [

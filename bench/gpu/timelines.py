@@ -29,8 +29,10 @@ So, on both paths alike:
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,14 @@ from bench.measures import percentile
 PARTS = ("to_gateway_ms", "gateway_own_ms", "upstream_ms", "back_to_client_ms")
 QUEUE_PARTS = ("to_vllm_queue_ms", "queue_to_client_ms")
 TAIL_SHARE = 0.01
-# "<epoch seconds> INFO ... Added request chatcmpl-<x-request-id>-<8 hex>."
-_ADDED = re.compile(rb"^(\d+\.\d+) .*Added request \S*?(gpu-bench-\d+-\d+)")
+FRONTEND_PARTS = ("to_vllm_received_ms", "received_to_added_ms", "added_to_first_event_ms")
+# "(APIServer pid=727) <epoch seconds> INFO ... Added request chatcmpl-<x-request-id>-<8 hex>."
+# (vLLM puts the process's name before each line of its child processes' output); "Received
+# request chatcmpl-<x-request-id>: params ..." comes first, once its API server has parsed,
+# templated and tokenized the request.
+_LOGGED = re.compile(
+    rb"^(?:\(\S+ pid=\d+\) )?(\d+\.\d+) .*(Added|Received) request \S*?(gpu-bench-\d+-\d+)"
+)
 
 
 def decompose(timings: list[dict[str, Any]], gateway_log: Path, offset: int) -> dict[str, Any]:
@@ -90,16 +98,50 @@ def _summarised(
 def queue_entries(vllm_log: Path | None, offset: int) -> dict[str, float]:
     """Each benchmark request's entry into vLLM's queue (epoch seconds), from the log's lines
     from `offset` on; empty when vLLM did not log its requests."""
-    added: dict[str, float] = {}
+    return _vllm_moments(vllm_log, offset)[b"Added"]
+
+
+def _vllm_moments(vllm_log: Path | None, offset: int) -> dict[bytes, dict[str, float]]:
+    moments: dict[bytes, dict[str, float]] = {b"Added": {}, b"Received": {}}
     if vllm_log is None or not vllm_log.exists():
-        return added
+        return moments
     with vllm_log.open("rb") as log:
         log.seek(offset)
         for raw in log:
-            match = _ADDED.match(raw)
+            match = _LOGGED.match(raw)
             if match:
-                added[match.group(2).decode()] = float(match.group(1))
-    return added
+                moments[match.group(2)][match.group(3).decode()] = float(match.group(1))
+    return moments
+
+
+def frontend_split(
+    gateway_log: Path, vllm_log: Path, keep: Callable[[str], bool] | None = None
+) -> dict[str, Any]:
+    """The gateway path's upstream part split at vLLM's log lines, from the two servers' logs
+    alone (no client timings needed): the gateway's arrival -> vLLM's "Received" (the gateway's
+    own work and vLLM's API server reading, templating and tokenizing), -> "Added" (into its
+    engine's queue), -> the gateway's first event (vLLM's queue and prefill, the relay). With
+    `keep`, only the requests whose x-request-id it keeps."""
+    moments = _vllm_moments(vllm_log, 0)
+    received, added = moments[b"Received"], moments[b"Added"]
+    rows = []
+    for request_id, line in _access_lines(gateway_log, 0).items():
+        if request_id not in received or request_id not in added or line.get("ttft_ms") is None:
+            continue
+        if keep is not None and not keep(request_id):
+            continue
+        arrival_s = datetime.fromisoformat(line["ts"]).timestamp() - line["latency_ms"] / 1e3
+        to_received = (received[request_id] - arrival_s) * 1e3
+        to_added = (added[request_id] - arrival_s) * 1e3
+        rows.append(
+            {
+                "client_ttft_ms": line["ttft_ms"],  # the gateway's, for the tail's ordering
+                "to_vllm_received_ms": to_received,
+                "received_to_added_ms": to_added - to_received,
+                "added_to_first_event_ms": line["ttft_ms"] - to_added,
+            }
+        )
+    return _summarised(len(rows), rows, FRONTEND_PARTS)
 
 
 def split_at_queue(timings: list[dict[str, Any]], added: dict[str, float]) -> dict[str, Any]:
@@ -138,10 +180,7 @@ def markdown(rows: list[tuple[int, dict[str, Any]]]) -> list[str]:
             continue
         cells = [
             f"{timeline['matched']} of {timeline['requests']}",
-            *(
-                f"{timeline[part]['p50']:.1f} / {timeline[part]['p99']:.1f}"
-                for part in ("client_ttft_ms", *PARTS)
-            ),
+            *_percentile_cells(timeline, PARTS),
         ]
         tail = timeline["slowest_1pct_mean"]
         cells.append(
@@ -193,10 +232,7 @@ def queue_markdown(rows: list[tuple[int, str, dict[str, Any]]]) -> list[str]:
         cells = [
             label,
             f"{split['matched']} of {split['requests']}",
-            *(
-                f"{split[part]['p50']:.1f} / {split[part]['p99']:.1f}"
-                for part in ("client_ttft_ms", *QUEUE_PARTS)
-            ),
+            *_percentile_cells(split, QUEUE_PARTS),
             f"{tail['client_ttft_ms']:.0f} = "
             + " + ".join(f"{tail[part]:.0f}" for part in QUEUE_PARTS),
         ]
@@ -209,3 +245,74 @@ def queue_markdown(rows: list[tuple[int, str, dict[str, Any]]]) -> list[str]:
         "",
     ]
     return lines
+
+
+def frontend_markdown(rows: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """A section for the report: one line per gateway run, (streams per path, frontend_split's
+    summary); nothing when vLLM logged no request."""
+    rows = [row for row in rows if row[1].get("matched")]
+    if not rows:
+        return []
+    lines = [
+        "## The gateway path's upstream part at vLLM's log lines (bench/gpu/timelines.py)",
+        "",
+        '| streams per path | requests | gateway TTFT p50 / p99 ms | to vLLM\'s "Received" '
+        'p50 / p99 | "Received" to "Added" p50 / p99 | "Added" to first event p50 / p99 |',
+        "|---|---|---|---|---|---|",
+    ]
+    for concurrency, split in rows:
+        cells = [
+            str(split["matched"]),
+            *_percentile_cells(split, FRONTEND_PARTS),
+        ]
+        lines.append(f"| {concurrency} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "From the gateway's arrival: to vLLM's \"Received request\" line (the gateway's own work, "
+        "the loopback hop, vLLM's API server reading, templating and tokenizing the request), "
+        "then to its \"Added request\" line (into the engine's queue), then to the gateway's "
+        "first event (vLLM's queue and prefill, the first chunk relayed).",
+        "",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-derive the frontend split from a run's saved logs, one row per run (lane seeds)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gpu.timelines",
+        description="the gateway path's upstream part at vLLM's log lines, from saved logs",
+    )
+    parser.add_argument("gateway_log", type=Path)
+    parser.add_argument("vllm_log", type=Path)
+    parser.add_argument(
+        "--run",
+        nargs=2,
+        action="append",
+        metavar=("STREAMS", "SEEDS"),
+        default=[],
+        help="a run: its streams per path and its gateway lanes' seeds, e.g. 256 1030,1031",
+    )
+    args = parser.parse_args(argv)
+    rows = []
+    for streams, seeds in args.run:
+        prefixes = tuple(f"gpu-bench-{seed}-" for seed in seeds.split(","))
+        split = frontend_split(args.gateway_log, args.vllm_log, _starting_with(prefixes))
+        rows.append((int(streams), split))
+    print("\n".join(frontend_markdown(rows)))
+    return 0
+
+
+def _percentile_cells(summary: dict[str, Any], parts: tuple[str, ...]) -> list[str]:
+    return [
+        f"{summary[part]['p50']:.1f} / {summary[part]['p99']:.1f}"
+        for part in ("client_ttft_ms", *parts)
+    ]
+
+
+def _starting_with(prefixes: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda request_id: request_id.startswith(prefixes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

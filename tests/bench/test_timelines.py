@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu.timelines import decompose, queue_entries, split_at_queue
+from bench.gpu.timelines import decompose, frontend_split, queue_entries, split_at_queue
 
 SENT_S = 1_800_000_000.0
 
@@ -65,7 +65,7 @@ def test_both_paths_split_at_vllms_queue_entry(tmp_path: Path) -> None:
         f"{SENT_S - 5:.6f} INFO vllm Added request chatcmpl-warm-up-1-ab12cd34.\n"
         f"{SENT_S + 0.004:.6f} INFO vllm.entrypoints Received request chatcmpl-gpu-bench-7-0: "
         "params: SamplingParams(n=1), lora_request: None.\n"
-        f"{SENT_S + 0.005:.6f} INFO vllm.v1.engine.async_llm "
+        f"(APIServer pid=727) {SENT_S + 0.005:.6f} INFO vllm.v1.engine.async_llm "
         "Added request chatcmpl-gpu-bench-7-0-12ab34cd.\n"
         f"{SENT_S + 0.250:.6f} INFO vllm.v1.engine.async_llm "
         "Added request chatcmpl-gpu-bench-7-1-0f0f0f0f.\n"
@@ -92,3 +92,29 @@ def test_a_vllm_that_logs_no_requests_gives_no_split(tmp_path: Path) -> None:
     assert queue_entries(None, 0) == {}
     timings = [{"id": "gpu-bench-7-0", "sent_s": SENT_S, "ttft_ms": 105.0}]
     assert split_at_queue(timings, {}) == {"requests": 1, "matched": 0}
+
+
+def test_the_gateway_paths_upstream_part_splits_at_vllms_log_lines(tmp_path: Path) -> None:
+    gateway_log = tmp_path / "gateway.log"
+    gateway_log.write_text(
+        access_line("gpu-bench-9-0", SENT_S, ttft_ms=400.0, overhead_ms=0.3)
+        + access_line("gpu-bench-8-0", SENT_S, ttft_ms=50.0, overhead_ms=0.3)  # another run
+    )
+    vllm_log = tmp_path / "vllm.log"
+    vllm_log.write_text(
+        f"(APIServer pid=1) {SENT_S + 0.120:.6f} INFO vllm Received request "
+        "chatcmpl-gpu-bench-9-0: params: SamplingParams(n=1), lora_request: None.\n"
+        f"(APIServer pid=1) {SENT_S + 0.130:.6f} INFO vllm Added request "
+        "chatcmpl-gpu-bench-9-0-0a1b2c3d.\n"
+        f"(APIServer pid=1) {SENT_S + 0.010:.6f} INFO vllm Received request "
+        "chatcmpl-gpu-bench-8-0: params: SamplingParams(n=1), lora_request: None.\n"
+        f"(APIServer pid=1) {SENT_S + 0.011:.6f} INFO vllm Added request "
+        "chatcmpl-gpu-bench-8-0-0a1b2c3d.\n"
+    )
+    split = frontend_split(gateway_log, vllm_log, lambda rid: rid.startswith("gpu-bench-9-"))
+    assert split["matched"] == 1
+    slowest = split["slowest_1pct_mean"]
+    assert slowest["to_vllm_received_ms"] == pytest.approx(120.0, abs=0.01)
+    assert slowest["received_to_added_ms"] == pytest.approx(10.0, abs=0.01)
+    assert slowest["added_to_first_event_ms"] == pytest.approx(270.0, abs=0.01)
+    assert frontend_split(gateway_log, vllm_log)["matched"] == 2
