@@ -9,7 +9,9 @@ success: another gateway instance was first.
 
 Slots: a replica keeps at most `capacity` adapters. Loading one more first unloads the least
 recently used idle one; only registered adapters are unloaded (the gateway can load them
-back), never one with a request in flight. With no such victim the load goes ahead anyway
+back), never one with a request in flight: neither this process's (it counts them) nor
+another worker's or instance's (vLLM's metrics, read afresh before the unload, name the
+adapters its running and waiting requests use). With no such victim the load goes ahead anyway
 and the replica is over its slots until requests finish: vLLM copes (it keeps its own LRU
 cache of adapter weights), while refusing the request would not help anyone.
 """
@@ -25,6 +27,7 @@ from gateway.adapters.catalog import AdapterCatalog
 from gateway.adapters.models import AdapterRecord
 from gateway.observability import metrics, tracing
 from gateway.replicas.control import Answer, ReplicaClient, ReplicaUnreachable
+from gateway.replicas.metrics import parse_load
 from gateway.replicas.replica import Replica
 from gateway.settings import RoutingSettings
 
@@ -154,18 +157,40 @@ class AdapterLoader:
 
     async def _make_room(self, replica: Replica, loading: str) -> None:
         capacity = self.capacity(replica)
+        refreshed = False
         while capacity is not None and replica.occupied() > capacity:
-            victims = [
-                name
-                for name in replica.idle_adapters()
-                if name != loading and self._catalog.is_registered(name)
-            ]
+            victims = self._victims(replica, loading)
+            if victims and not refreshed:
+                # The last scrape may be seconds old; another worker or instance may have
+                # started requests with the victim since. Unloading under them fails them
+                # (and can crash vLLM 0.26), so ask vLLM what runs now, once per load.
+                await self._refresh_running(replica)
+                refreshed = True
+                victims = self._victims(replica, loading)
             if not victims:
                 logger.info("replica %s goes over its %d adapter slots", replica.url, capacity)
                 return
             del replica.adapters[victims[0]]
             replica.changed_at = time.monotonic()
             await self._unload(replica, victims[0])
+
+    def _victims(self, replica: Replica, loading: str) -> list[str]:
+        return [
+            name
+            for name in replica.idle_adapters()
+            if name != loading and self._catalog.is_registered(name)
+        ]
+
+    async def _refresh_running(self, replica: Replica) -> None:
+        """Update the adapters vLLM runs or has waiting requests for; keep the last scrape's
+        when it does not answer."""
+        try:
+            load = parse_load(await self._client.metrics(replica.url))
+        except ReplicaUnreachable as error:
+            logger.info("replica %s: no fresh metrics before an unload: %s", replica.url, error)
+            return
+        replica.running = load.running_adapters
+        replica.waiting_for = load.waiting_adapters
 
     async def _unload(self, replica: Replica, name: str) -> None:
         self.stats.unload_calls += 1

@@ -326,3 +326,50 @@ async def test_no_healthy_replica_is_503(standins: Standins) -> None:
         with pytest.raises(GatewayError) as caught:
             await router.acquire(target(None))
     assert (caught.value.status, caught.value.code) == (503, "upstream_unavailable")
+
+
+async def test_an_adapter_another_worker_streams_with_is_not_unloaded_for_a_new_one(
+    standins: Standins, registry: SqliteAdapterRegistry, tmp_path: Path
+) -> None:
+    """Two gateway workers share a replica of one adapter slot. The second's view says ad-a is
+    idle: none of its own requests use it and its last scrape predates the first worker's
+    stream. Unloading it then would fail that stream's next request with vLLM's 404 (and can
+    crash vLLM 0.26), so before it unloads it reads vLLM's running adapters afresh."""
+    [server] = standins.start(1, "--max-loras", "1", "--itl-ms", "20")
+    await register(registry, tmp_path, "ad-a", "ad-b")
+    settings = routing_settings(scrape_interval_s=600)  # no periodic sync during the test
+    async with (
+        running_router([server.url], settings, registry) as first,
+        running_upstream() as upstream,
+    ):
+        await route_and_complete(first, "ad-a", 1)
+        async with running_router([server.url], settings, registry) as second:
+            assert "ad-a" in replica(second, server).adapters
+            lease = await first.acquire(target("ad-a"))
+            body = b'{"model": "ad-a", "prompt": "hi", "max_tokens": 100, "stream": true}'
+            ctx = RequestContext("test")
+
+            async def stream() -> int:
+                response = await lease.send(
+                    lambda url: upstream.post(ctx, url + "/v1/completions", body, True)
+                )
+                try:
+                    await upstream.read(ctx, response)
+                    return response.status
+                finally:
+                    response.release()
+                    lease.release()
+
+            streaming = asyncio.create_task(stream())
+            await wait_until(lambda: "ad-a" in running_adapters(server.url), "ad-a runs")
+            assert await route_and_complete(second, "ad-b", 1) == [server.url]
+            assert await streaming == 200
+            assert second.loader.stats.unload_calls == 0
+    assert served_adapters(server.url) == {"ad-a", "ad-b"}
+
+
+def running_adapters(url: str) -> set[str]:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    line = next(line for line in text.splitlines() if line.startswith("vllm:lora_requests_info"))
+    running = line.split('running_lora_adapters="', 1)[1].split('"', 1)[0]
+    return set(filter(None, running.split(",")))
