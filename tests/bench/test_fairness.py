@@ -3,7 +3,15 @@ quiet tenants' p99 time to first token beside a noisy tenant, the same on every 
 
 from __future__ import annotations
 
-from bench.fairness import RULES, SIMULATED_BASELINE, Load, simulated_runs
+from bench.fairness import (
+    QUIET,
+    RULES,
+    SIMULATED_BASELINE,
+    Load,
+    Outcome,
+    simulated_runs,
+    summarize,
+)
 from gateway.settings import FairQueueSettings
 
 DEFAULTS = FairQueueSettings()
@@ -37,3 +45,17 @@ def test_four_processes_keep_quiet_tenants_within_a_fifth_of_no_noise() -> None:
     before, *parts, now = rise.values()
     assert now <= 0.20
     assert before > 0.30 and all(part > 0.20 for part in parts)  # each part alone falls short
+
+
+def test_the_slowest_quiet_requests_time_in_the_gateway_is_reported() -> None:
+    """Through gateways each outcome carries the gateway's own time (its fair queue's wait
+    included): the summary gives its mean over the slowest 1% of quiet requests, the place a
+    tail comes from; outcomes without it (in-process runs) give no such figure."""
+    quiet = QUIET[0]
+    outcomes = [Outcome(quiet, 10.0, 0.5, 1.0) for _ in range(198)]
+    outcomes += [Outcome(quiet, 10.0, 0.9, 300.0), Outcome(quiet, 10.0, 0.8, 100.0)]
+    outcomes.append(Outcome(quiet, 1.0, 5.0, 999.0))  # in the warm-up: not counted
+    summary = summarize(outcomes, LOAD)
+    assert summary["quiet_slowest_gateway_ms"] == 200.0  # the slowest 2 of 200
+    in_process = [Outcome(quiet, 10.0, 0.5) for _ in range(10)]
+    assert "quiet_slowest_gateway_ms" not in summarize(in_process, LOAD)
