@@ -89,15 +89,18 @@ def _unreachable_cluster(error: Exception) -> bool:
 
 def _redis_connection_state(error: Exception) -> bool:
     """redis-py's Cluster client, during a failover, can fail inside its own connection code
-    on a connection the node's death closed under it (a RuntimeError on a closed transport,
-    an AttributeError on a writer already gone: seen in tests/chaos/test_redis_failover.py).
-    Raised there, they mean the node went away, not a bug of ours."""
+    on a connection the node's death closed under it (a RuntimeError from the event loop's
+    closed transport, an AttributeError on a writer already gone: seen in
+    tests/chaos/test_redis_failover.py). Raised there, or in what that code called, they mean
+    the node went away, not a bug of ours."""
     if not isinstance(error, RuntimeError | AttributeError):
         return False
     trace = error.__traceback__
-    while trace is not None and trace.tb_next is not None:
+    while trace is not None:
+        if _REDIS_ASYNCIO in trace.tb_frame.f_code.co_filename:
+            return True
         trace = trace.tb_next
-    return trace is not None and _REDIS_ASYNCIO in trace.tb_frame.f_code.co_filename
+    return False
 
 
 def failure_kind(error: Exception) -> str:

@@ -188,3 +188,26 @@ async def test_redis_clients_own_connection_state_errors_are_an_outage() -> None
     store.error = AttributeError("'NoneType' object has no attribute 'writelines'")
     with pytest.raises(AttributeError):  # the same error from our own code is a bug
         await store.read()
+
+
+class ClosedTransportWriter:
+    """A stream writer over a transport the node's death closed: uvloop's transport raises."""
+
+    def writelines(self, data: object) -> None:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+
+async def test_an_error_from_what_redis_connection_code_calls_is_an_outage() -> None:
+    connection = RedisConnection()
+    connection._writer = ClosedTransportWriter()  # type: ignore[assignment]
+    store = FlakyStore()
+    try:
+        await connection._send_packed_command([b"PING"])
+    except RuntimeError as error:
+        store.error = error
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.read()
+    assert caught.value.kind == "connection"
+    store.error = RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+    with pytest.raises(RuntimeError):  # raised in our own code, it is a bug
+        await store.read()
