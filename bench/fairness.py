@@ -23,12 +23,14 @@ work on the machine's cores (whose noise decides a p99 on 2 shared cores): simul
 hold their slot for the stand-in's timing and send nothing, in virtual time (the clock jumps to
 the next timer), so the figures are the same on every run and on any machine. A no-noise and a
 noise run with one queue, then, per process count, noise runs with the budget kept as that
-many gateway processes keep it, all in this one (request n in process n modulo the count):
-each its part of the open slots, under the rule before this pool (each process a reserve of its
-own part, a tenant's holdings as they are at the moment), its two parts alone, and the rule now
-(one reserve lent, gateway/isolation/reserve.py through the workers' file; holdings averaged
-over `--holding-window`). Each simulated run pools `--simulation-seeds` arrival schedules;
-simulated runs are compared with the simulated no-noise run.
+many gateway processes keep it, all in this one (each request in a process drawn at random,
+seeded, as connections land on workers): each its part of the open slots, under the rule
+before this pool (each process a reserve of its own part, a tenant's holdings as they are at
+the moment), its parts alone, and the rule now (one reserve lent, gateway/isolation/reserve.py
+through the workers' file, grown by `--reserve-per-extra-process` slots per process beyond
+the first; holdings averaged over `--holding-window`). Each simulated run pools
+`--simulation-seeds` arrival schedules; simulated runs are compared with the simulated
+no-noise run.
 
 `--through-gateways 1x4 2x1` adds, per shape, a no-noise and a noise run through real
 gateway processes (INSTANCES x WORKERS, on the Redis at 127.0.0.1:6379) with their fair queue
@@ -94,6 +96,7 @@ class Load:
     warmup_s: float
     queue_timeout_s: float
     reserved_share: float
+    reserve_per_extra_process: int
     active_window_s: float
     holding_window_s: float
     seed: int
@@ -170,12 +173,17 @@ async def one_request(
 
 
 def fair_queues(
-    load: Load, processes: int = 1, lend: bool = True, holding_window_s: float | None = None
+    load: Load,
+    processes: int = 1,
+    lend: bool = True,
+    holding_window_s: float | None = None,
+    grow: bool = True,
 ) -> list[FairQueue]:
     """The budget as `processes` gateway processes keep it, here in one: each its part, and
     the reserve lent from one pool (`lend`, through the file the workers of an instance
-    share) or divided, each process keeping a reserve of its own part (as before the pool).
-    `holding_window_s`: instead of the load's."""
+    share; `grow`: by the load's slots per process beyond the first) or divided, each process
+    keeping a reserve of its own part (as before the pool). `holding_window_s`: instead of
+    the load's."""
     path = Path(tempfile.mkdtemp(prefix="bench-fairness-")) / "reserve"
     path.touch()
     queues = []
@@ -187,6 +195,7 @@ def fair_queues(
             reserved_share=load.reserved_share,
             active_window_s=load.active_window_s,
             holding_window_s=holding_window_s or load.holding_window_s,
+            reserve_per_extra_process=load.reserve_per_extra_process if grow else 0,
             reserve=pool,
         )
         queue.divide(processes, rank)
@@ -249,10 +258,11 @@ async def run(
     queues: list[FairQueue] | None,
 ) -> list[Outcome]:
     """`routes(tenant, n)`: where the n-th request goes (None: nowhere, `simulated_request`).
-    `queues`: the budget kept in this process, request n queueing in queue n modulo their
-    number (with one lane for everyone unless `fair`); None: the gateways behind the routes
+    `queues`: the budget kept in this process, each request queueing in one of them drawn at
+    random (with one lane for everyone unless `fair`); None: the gateways behind the routes
     queue."""
     loop = asyncio.get_running_loop()
+    dice = random.Random(load.seed)
     async with contextlib.AsyncExitStack() as stack:
         session = None
         if routes is not None:
@@ -267,7 +277,9 @@ async def run(
                 await asyncio.sleep(delay)
             lane = tenant if fair else FIFO_LANE
             slot: AbstractAsyncContextManager[object] = (
-                queues[number % len(queues)].slot(lane) if queues else contextlib.nullcontext()
+                queues[dice.randrange(len(queues))].slot(lane)
+                if queues
+                else contextlib.nullcontext()
             )
             if session is None or routes is None:
                 request = simulated_request(slot, tenant, arrival, started, tokens, load)
@@ -293,6 +305,7 @@ def gateway_routes(upstream: str, load: Load, instances: int, workers: int) -> I
         "isolation__fair_queue__max_in_flight": str(load.budget),
         "isolation__fair_queue__queue_timeout_s": str(load.queue_timeout_s),
         "isolation__fair_queue__reserved_share": str(load.reserved_share),
+        "isolation__fair_queue__reserve_per_extra_process": str(load.reserve_per_extra_process),
         "isolation__fair_queue__active_window_s": str(load.active_window_s),
         "isolation__fair_queue__holding_window_s": str(load.holding_window_s),
         "observability__access_log": "false",
@@ -319,12 +332,14 @@ def gateway_routes(upstream: str, load: Load, instances: int, workers: int) -> I
         asyncio.run(delete_prefixed_keys(REDIS_URL, prefix))
 
 
-# The fair queue's rule before this pool, and its parts: (reserve lent, holdings averaged).
+# The fair queue's rule before this pool, and its parts: (reserve lent, holdings averaged,
+# the lent reserve grown per process).
 RULES = {
-    "reserve divided, holdings as they are (the rule before)": (False, False),
-    "one reserve lent, holdings as they are": (True, False),
-    "reserve divided, holdings averaged": (False, True),
-    "one reserve lent, holdings averaged (the rule now)": (True, True),
+    "reserve divided, holdings as they are (the rule before)": (False, False, False),
+    "one reserve lent, holdings as they are": (True, False, False),
+    "reserve divided, holdings averaged": (False, True, False),
+    "one reserve lent, holdings averaged": (True, True, False),
+    "one reserve lent and grown, holdings averaged (the rule now)": (True, True, True),
 }
 NOW_S = 1e-9  # a holding window this short: what a tenant holds is what it holds now
 
@@ -334,19 +349,20 @@ def simulated_runs(
 ) -> dict[str, dict[str, float | int]]:
     """The simulated runs, each over `seeds` arrival schedules (the load's seed and the next
     ones), their requests pooled: one p99 over several times as many quiet requests."""
-    plans: dict[str, tuple[list[str], int, bool, float | None]] = {
-        SIMULATED_BASELINE: (list(QUIET), 1, True, None),
-        "noise, fair queue, simulated": ([*QUIET, NOISY], 1, True, None),
+    plans: dict[str, tuple[list[str], int, bool, float | None, bool]] = {
+        SIMULATED_BASELINE: (list(QUIET), 1, True, None, True),
+        "noise, fair queue, simulated": ([*QUIET, NOISY], 1, True, None, True),
     }
     for processes in process_counts:
-        for how, (lend, averaged) in RULES.items():
+        for how, (lend, averaged, grow) in RULES.items():
             name = f"noise, fair queue in {processes} processes, simulated, {how}"
-            plans[name] = ([*QUIET, NOISY], processes, lend, None if averaged else NOW_S)
+            window = None if averaged else NOW_S
+            plans[name] = ([*QUIET, NOISY], processes, lend, window, grow)
     runs = {}
-    for name, (tenants, processes, lend, window) in plans.items():
+    for name, (tenants, processes, lend, window, grow) in plans.items():
         outcomes: list[Outcome] = []
         for seed in range(load.seed, load.seed + seeds):
-            queues = fair_queues(load, processes, lend, window)
+            queues = fair_queues(load, processes, lend, window, grow)
             schedule = replace(load, seed=seed)
             outcomes += run_in_virtual_time(run(None, schedule, tenants, True, queues))
         runs[name] = summarize(outcomes, load, seeds)
@@ -409,7 +425,9 @@ def markdown(load: Load, runs: dict[str, dict[str, float | int]], command: str) 
         f"arrivals per run, the first {load.warmup_s:g} s not counted; queue timeout "
         f"{load.queue_timeout_s:g} s. Fair queue reserve: "
         f"{reserved_slots(load.budget, load.reserved_share)} of the {load.budget} slots "
-        f"(reserved_share {load.reserved_share:g}), active window {load.active_window_s:g} s, "
+        f"(reserved_share {load.reserved_share:g}), lent from one pool that grows by "
+        f"{load.reserve_per_extra_process} per process beyond the first; active window "
+        f"{load.active_window_s:g} s, "
         f"holding window {load.holding_window_s:g} s.",
         "",
         "| run | quiet TTFT p50 (ms) | quiet TTFT p99 (ms) | p99 vs no noise | quiet refused "
@@ -450,6 +468,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queue-timeout", type=float, default=5.0)
     defaults = FairQueueSettings()
     parser.add_argument("--reserved-share", type=float, default=defaults.reserved_share)
+    parser.add_argument(
+        "--reserve-per-extra-process", type=int, default=defaults.reserve_per_extra_process
+    )
     parser.add_argument("--active-window", type=float, default=defaults.active_window_s)
     parser.add_argument("--holding-window", type=float, default=defaults.holding_window_s)
     parser.add_argument("--seed", type=int, default=1)
@@ -500,6 +521,7 @@ def main() -> int:
         args.warmup,
         args.queue_timeout,
         args.reserved_share,
+        args.reserve_per_extra_process,
         args.active_window,
         args.holding_window,
         args.seed,

@@ -325,6 +325,13 @@ class FairQueueSettings(BaseModel):
         "one reserve for the deployment, lent to its processes (through Redis, or the workers' "
         "shared file)",
     )
+    reserve_per_extra_process: int = Field(
+        1,
+        ge=0,
+        description="slots the deployment's reserve grows by for each gateway process beyond "
+        "the first (taken from the open slots): a lent slot comes back at its borrower's next "
+        "release, N times later with N processes, so the same reserve runs out more often",
+    )
     active_window_s: float = Field(
         10.0,
         gt=0,

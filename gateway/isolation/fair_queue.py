@@ -26,7 +26,13 @@ fall out of the window a busy tenant gets the reserve too.
 
 With several gateway processes the budget is the deployment's: each process keeps its part
 of the open slots, and the reserve is kept once, in a pool they all borrow from
-(gateway/isolation/reserve.py), so that it absorbs a burst wherever the burst lands.
+(gateway/isolation/reserve.py), so that it absorbs a burst wherever the burst lands. A lent
+slot comes back at its borrower's next release, which with N processes comes N times later
+than one process's: the same reserve would be lent out N times as long, and found empty far
+more often. So the pool grows by `reserve_per_extra_process` slots per process beyond the
+first (taken from the open slots: the budget stays the deployment's); one slot each keeps the
+pool's chance of being found empty about what one process has, by Erlang's loss formula for
+the default reserve at the load it is for (bench/results/fairness.md measures it).
 
 Below the reserve, entering a slot is a few comparisons and additions: no lock, no future,
 no timer. A request that waits longer than `queue_timeout_s` is refused with 429 (with
@@ -63,6 +69,7 @@ class FairQueue:
         reserved_share: float = 0.0625,
         active_window_s: float = 10.0,
         holding_window_s: float = 2.0,
+        reserve_per_extra_process: int = 1,
         reserve: ReservePool | None = None,
     ) -> None:
         if max_in_flight < 1:
@@ -73,6 +80,9 @@ class FairQueue:
         self._budget = max_in_flight  # the deployment's
         self._reserved_share = reserved_share
         self._reserved = reserved_slots(max_in_flight, reserved_share)
+        if reserve_per_extra_process < 0:
+            raise ValueError("reserve_per_extra_process must not be negative")
+        self._per_extra_process = reserve_per_extra_process
         self._pool: ReservePool = reserve or LocalReserve()
         self._max = self._open = 0
         self._window_s = active_window_s
@@ -100,6 +110,7 @@ class FairQueue:
             reserved_share=settings.reserved_share,
             active_window_s=settings.active_window_s,
             holding_window_s=settings.holding_window_s,
+            reserve_per_extra_process=settings.reserve_per_extra_process,
             reserve=reserve,
         )
 
@@ -123,15 +134,17 @@ class FairQueue:
         """This process's part of the deployment's budget, `processes` gateway processes
         sharing it and this one `rank` among them (gateway/peers.py; at least one slot each).
 
-        With a shared pool the open slots are divided and the reserve is the pool's; else
-        each process keeps a reserve of its own budget. Growing lets waiters in at once;
-        shrinking starts no request until the requests in flight are below the new budget.
+        With a shared pool the open slots are divided and the reserve, grown by the processes
+        beyond the first, is the pool's; else each process keeps a reserve of its own budget.
+        Growing lets waiters in at once; shrinking starts no request until the requests in
+        flight are below the new budget.
         """
         self._max = max(1, part(self._budget, processes, rank))
         metrics.fair_queue_budget(self._max)
         if self._pool.shared:
-            self._pool.set_capacity(self._reserved)
-            self._open = max(1, self._max - part(self._reserved, processes, rank))
+            pooled = pooled_slots(self._budget, self._reserved, processes, self._per_extra_process)
+            self._pool.set_capacity(pooled)
+            self._open = max(1, self._max - part(pooled, processes, rank))
         else:
             reserved = reserved_slots(self._max, self._reserved_share)
             self._pool.set_capacity(reserved)
@@ -343,6 +356,16 @@ def reserved_slots(max_in_flight: int, reserved_share: float) -> int:
     if not 0 <= reserved_share < 1:
         raise ValueError("reserved_share must be at least 0 and below 1")
     return min(math.ceil(max_in_flight * reserved_share), max_in_flight - 1)
+
+
+def pooled_slots(budget: int, reserved: int, processes: int, per_extra_process: int) -> int:
+    """The slots of one reserve lent to `processes` processes: `reserved` and
+    `per_extra_process` more for each process beyond the first, as far as each process keeps
+    an open slot (none without a reserve)."""
+    if not reserved:
+        return 0
+    grown = reserved + per_extra_process * (processes - 1)
+    return min(grown, max(reserved, budget - processes))
 
 
 class TenantLane:

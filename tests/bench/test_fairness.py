@@ -26,6 +26,7 @@ LOAD = Load(
     warmup_s=5.0,
     queue_timeout_s=5.0,
     reserved_share=DEFAULTS.reserved_share,
+    reserve_per_extra_process=DEFAULTS.reserve_per_extra_process,
     active_window_s=DEFAULTS.active_window_s,
     holding_window_s=DEFAULTS.holding_window_s,
     seed=1,
@@ -42,9 +43,12 @@ def test_four_processes_keep_quiet_tenants_within_a_fifth_of_no_noise() -> None:
         - 1
         for how in RULES
     }
-    before, *parts, now = rise.values()
+    before, lent, averaged, lent_and_averaged, now = rise.values()
     assert now <= 0.20
-    assert before > 0.30 and all(part > 0.20 for part in parts)  # each part alone falls short
+    assert before > 0.30 and lent > 0.20 and averaged > 0.20  # each part alone falls short
+    # requests landing on processes at random, as connections land on workers: a reserve of
+    # one process's size is lent out too often
+    assert lent_and_averaged > now + 0.10
 
 
 def test_the_slowest_quiet_requests_time_in_the_gateway_is_reported() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from gateway.isolation.fair_queue import FairQueue
+from gateway.isolation.fair_queue import FairQueue, pooled_slots
 from gateway.isolation.reserve import FileReserve, LocalReserve, RedisReserve, ReservePool
 from tests.fixtures.redis import delete_prefixed_keys
 from tests.fixtures.redis_topologies import TOPOLOGIES, topology_url
@@ -195,6 +195,7 @@ async def test_two_processes_lend_one_reserve_where_the_quiet_requests_land(
             5,
             reserved_share=0.25,
             holding_window_s=INSTANT,
+            reserve_per_extra_process=0,
             reserve=FileReserve(str(path), rank, 2),
         )
         for rank in range(2)
@@ -225,3 +226,48 @@ async def test_two_processes_lend_one_reserve_where_the_quiet_requests_land(
         call.finish.set()
     await asyncio.gather(*(call.task for call in [*noisy, *quiet, late]))
     assert [queue.in_flight for queue in processes] == [0, 0]
+
+
+async def test_the_lent_reserve_grows_by_a_slot_per_process_beyond_the_first(
+    tmp_path: Path,
+) -> None:
+    """A budget of 16 with a reserve of 4 over four processes: the pool lends 7 (4 and one for
+    each of the 3 other processes, whose lent slots come back at their own, rarer, releases),
+    taken from the open slots, so the budget stays 16."""
+    path = tmp_path / "reserve"
+    path.touch()
+    processes = [
+        FairQueue(
+            16,
+            5,
+            reserved_share=0.25,
+            holding_window_s=INSTANT,
+            reserve=FileReserve(str(path), rank, 4),
+        )
+        for rank in range(4)
+    ]
+    for rank, queue in enumerate(processes):
+        queue.divide(4, rank)
+        await recently_active(queue, "quiet")
+    admitted: list[str] = []
+    noisy = [Call(processes[i % 4], "noisy", admitted) for i in range(20)]
+    await settle()
+    assert [queue.in_flight for queue in processes] == [2, 2, 2, 3]  # 9 open slots, full
+    quiet = [Call(processes[i % 4], "quiet", admitted) for i in range(8)]
+    await settle()
+    assert admitted.count("quiet") == 7  # at once: the 8th finds the pool lent out
+    assert sum(queue.in_flight for queue in processes) == 16
+    for call in [*noisy, *quiet]:
+        call.finish.set()
+    await asyncio.gather(*(call.task for call in [*noisy, *quiet]))
+    assert [queue.in_flight for queue in processes] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("budget", "reserved", "processes", "pooled"),
+    [(64, 4, 1, 4), (64, 4, 4, 7), (64, 0, 4, 0), (8, 2, 4, 4), (8, 2, 8, 2)],
+)
+def test_the_grown_reserve_leaves_each_process_an_open_slot(
+    budget: int, reserved: int, processes: int, pooled: int
+) -> None:
+    assert pooled_slots(budget, reserved, processes, 1) == pooled
