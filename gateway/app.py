@@ -8,7 +8,6 @@ hot path) receives every path under /admin/.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -281,12 +280,6 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 for component in self._components:
                     await self._lifetime.enter_async_context(running(component))
-                # What startup made lives as long as the process: kept out of the collector's
-                # sight, a full collection under load walks only what requests made
-                # (bench/results/gc-pauses.md). Once per process: the first app started.
-                if not gc.get_freeze_count():
-                    gc.collect()
-                    gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._lifetime.aclose()
