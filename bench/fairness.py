@@ -58,6 +58,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from unittest import mock
@@ -360,14 +361,39 @@ def simulated_runs(
             plans[name] = ([*QUIET, NOISY], processes, lend, window, grow)
     runs = {}
     for name, (tenants, processes, lend, window, grow) in plans.items():
-        outcomes: list[Outcome] = []
-        for seed in range(load.seed, load.seed + seeds):
-            queues = fair_queues(load, processes, lend, window, grow)
-            schedule = replace(load, seed=seed)
-            outcomes += run_in_virtual_time(run(None, schedule, tenants, True, queues))
-        runs[name] = summarize(outcomes, load, seeds)
+        simulated = partial(simulated_run, tenants, processes, lend, window, grow)
+        runs[name] = summarize(over_schedules(load, seeds, simulated), load)
         print(name, runs[name], flush=True)
     return runs
+
+
+def simulated_run(
+    tenants: list[str],
+    processes: int,
+    lend: bool,
+    holding_window_s: float | None,
+    grow: bool,
+    schedule: Load,
+) -> list[Outcome]:
+    queues = fair_queues(schedule, processes, lend, holding_window_s, grow)
+    return run_in_virtual_time(run(None, schedule, tenants, True, queues))
+
+
+def real_run(
+    routes: Routes, tenants: list[str], fair: bool, in_process: bool, schedule: Load
+) -> list[Outcome]:
+    """One run over the stand-in, queueing in this process (`in_process`) or in the gateways
+    behind `routes`."""
+    queues = fair_queues(schedule) if in_process else None
+    return asyncio.run(run(routes, schedule, tenants, fair, queues))
+
+
+def over_schedules(
+    load: Load, seeds: int, run_one: Callable[[Load], list[Outcome]]
+) -> list[list[Outcome]]:
+    """`run_one` over `seeds` arrival schedules (the load's seed and the next ones): each
+    schedule's outcomes."""
+    return [run_one(replace(load, seed=seed)) for seed in range(load.seed, load.seed + seeds)]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -377,13 +403,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def summarize(outcomes: list[Outcome], load: Load, runs: int = 1) -> dict[str, float | int]:
-    """The figures of `outcomes`, from `runs` runs of the load (rates per run)."""
-    counted = [o for o in outcomes if o.arrival_s >= load.warmup_s]
+def summarize(schedules: list[list[Outcome]], load: Load) -> dict[str, float | int]:
+    """The figures of the load's runs over `schedules` (rates per run), their outcomes
+    pooled: one p99 over all their quiet requests."""
+    counted = [o for outcomes in schedules for o in outcomes if o.arrival_s >= load.warmup_s]
     quiet = [o for o in counted if o.tenant in QUIET]
     quiet_ttft = [o.ttft_s for o in quiet if o.ttft_s is not None]
     noisy = [o for o in counted if o.tenant == NOISY]
-    measured_s = (load.duration_s - load.warmup_s) * runs
+    measured_s = (load.duration_s - load.warmup_s) * len(schedules)
     served = sorted((o for o in quiet if o.ttft_s is not None), key=lambda o: o.ttft_s or 0.0)
     slowest = served[-max(1, len(served) // 100) :]
     in_gateway = [o.gateway_ms for o in slowest if o.gateway_ms is not None]
@@ -408,7 +435,12 @@ def baseline_of(name: str) -> str:
     return SIMULATED_BASELINE if "simulated" in name else "no noise"
 
 
-def markdown(load: Load, runs: dict[str, dict[str, float | int]], command: str) -> str:
+def markdown(
+    load: Load,
+    runs: dict[str, dict[str, float | int]],
+    by_schedule: dict[str, list[float]],
+    command: str,
+) -> str:
     offered = load.quiet_rps * (len(QUIET) + load.noise_factor)
     lines = [
         "# Fair queuing under overload",
@@ -448,6 +480,21 @@ def markdown(load: Load, runs: dict[str, dict[str, float | int]], command: str) 
         "(the gateway's own time before the upstream answered, its fair queue's wait "
         "included); the rest of their TTFT is the stand-in's 500 ms and the hops.",
     ]
+    if by_schedule:
+        lines += [
+            "",
+            f"Each run above pools {len(next(iter(by_schedule.values())))} arrival schedules "
+            f"(seeds {load.seed} on); quiet TTFT p99 (ms) of each schedule alone, and vs "
+            "no noise on the same schedule:",
+            "",
+        ]
+        for name, p99s in by_schedule.items():
+            baseline = by_schedule.get(baseline_of(name), p99s)
+            changes = ", ".join(
+                f"{p99:g} ({(p99 / base - 1) * 100:+.0f}%)"
+                for p99, base in zip(p99s, baseline, strict=True)
+            )
+            lines.append(f"- {name}: {changes}")
     return "\n".join(lines) + "\n"
 
 
@@ -499,6 +546,14 @@ def parse_args() -> argparse.Namespace:
         metavar="N",
         help="arrival schedules per simulated run (seed, seed+1, ...), their requests pooled",
     )
+    parser.add_argument(
+        "--schedules",
+        type=int,
+        default=1,
+        metavar="N",
+        help="arrival schedules per real run (seed, seed+1, ...), their requests pooled: a "
+        "p99 over N times as many quiet requests (one schedule's slowest 1%% is 7 requests)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "fairness")
     return parser.parse_args()
 
@@ -535,30 +590,38 @@ def main() -> int:
         "noise, first come first served": ([*QUIET, NOISY], False),
         "noise, fair queue": ([*QUIET, NOISY], True),
     }
-    runs = {}
+    runs: dict[str, dict[str, float | int]] = {}
+    by_schedule: dict[str, list[float]] = {}
+
+    def measure(name: str, run_one: Callable[[Load], list[Outcome]]) -> None:
+        schedules = over_schedules(load, args.schedules, run_one)
+        runs[name] = summarize(schedules, load)
+        if len(schedules) > 1:
+            by_schedule[name] = [summarize([one], load)["quiet_ttft_p99_ms"] for one in schedules]
+        print(name, runs[name], by_schedule.get(name, ""), flush=True)
+
     with running_server(argv, port, log_path) as standin:
         url = f"{standin.url}/v1/completions"
+        direct: Routes = lambda tenant, n: (url, {})  # noqa: E731
         for name, (tenants, fair) in plans.items():
-            queues = fair_queues(load)
-            outcomes = asyncio.run(run(lambda tenant, n: (url, {}), load, tenants, fair, queues))
-            runs[name] = summarize(outcomes, load)
-            print(name, runs[name], flush=True)
+            measure(name, partial(real_run, direct, tenants, fair, True))
         if args.processes:
             runs.update(simulated_runs(load, args.processes, args.simulation_seeds))
         for instances, workers in args.through_gateways:
             shape = f"{instances} instance{'s' if instances > 1 else ''} x {workers} workers"
             with gateway_routes(standin.url, load, instances, workers) as routes:
                 for name, tenants in (("no noise", list(QUIET)), ("noise", [*QUIET, NOISY])):
-                    outcomes = asyncio.run(run(routes, load, tenants, True, None))
-                    runs[f"{name}, fair queue in the gateway, {shape}"] = summarize(outcomes, load)
-                    print(name, shape, runs[f"{name}, fair queue in the gateway, {shape}"])
+                    run_one = partial(real_run, routes, tenants, True, False)
+                    measure(f"{name}, fair queue in the gateway, {shape}", run_one)
     command = "python -m bench.fairness " + " ".join(sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(
-        json.dumps({"load": asdict(load), "runs": runs}, indent=2) + "\n"
+        json.dumps({"load": asdict(load), "runs": runs, "by_schedule": by_schedule}, indent=2)
+        + "\n"
     )
-    args.out.with_suffix(".md").write_text(markdown(load, runs, command.strip()))
-    print(markdown(load, runs, command.strip()))
+    report = markdown(load, runs, by_schedule, command.strip())
+    args.out.with_suffix(".md").write_text(report)
+    print(report)
     return 0
 
 

@@ -59,7 +59,7 @@ def test_the_slowest_quiet_requests_time_in_the_gateway_is_reported() -> None:
     outcomes = [Outcome(quiet, 10.0, 0.5, 1.0) for _ in range(198)]
     outcomes += [Outcome(quiet, 10.0, 0.9, 300.0), Outcome(quiet, 10.0, 0.8, 100.0)]
     outcomes.append(Outcome(quiet, 1.0, 5.0, 999.0))  # in the warm-up: not counted
-    summary = summarize(outcomes, LOAD)
+    summary = summarize([outcomes], LOAD)
     assert summary["quiet_slowest_gateway_ms"] == 200.0  # the slowest 2 of 200
     in_process = [Outcome(quiet, 10.0, 0.5) for _ in range(10)]
-    assert "quiet_slowest_gateway_ms" not in summarize(in_process, LOAD)
+    assert "quiet_slowest_gateway_ms" not in summarize([in_process], LOAD)
