@@ -36,3 +36,13 @@ install_carried_wheels() {
         TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 }
+
+# Whether a Redis answers PING on 127.0.0.1:PORT (bash's /dev/tcp: no client needed).
+redis_answers() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf 'PING\r\n' >&3
+        IFS= read -r -t 2 reply <&3 || exit 1
+        [[ $reply == +PONG* ]]
+    ) 2>/dev/null
+}

@@ -3,6 +3,15 @@
 # lent GPU machine, which reaches no package registry (see ../shared/notes/gpu-vllm.md).
 #
 #   bash bench/gpu/fetch_wheels.sh        # from the repository root; re-run before each GPU run
+#   bash bench/gpu/fetch_wheels.sh --gateway-only     # or GATEWAY_ONLY=1: for fairness_run.sh
+#
+# --gateway-only skips vllm and its pieces (.gpu/vllm and .gpu/call-* are left as they are) and
+# fills .gpu/small/ with the wheels the gateway, the stand-in and bench/ need on the device
+# image and nothing else, no gateway wheel either (what runs there is the carried working tree:
+# `python3 -m ...` from the repository root imports gateway/, vllm_server/ and bench/ from it
+# before /tmp/site); and .gpu/redis/: this machine's redis-server with every shared library it
+# loads but glibc's, which it checks here by starting it. Both go in one device call (64 MiB
+# with the working tree). A later default run rebuilds .gpu/small for vLLM.
 #
 # A device call carries at most 64 MiB, the working tree included, so the vllm wheel (304 MB)
 # travels cut in pieces, one per call: .gpu/call-1/ ... .gpu/call-N/. The last
@@ -12,6 +21,16 @@
 # wheel is rebuilt on every run, so the device runs the code of the moment.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=bench/gpu/common.sh
+source bench/gpu/common.sh  # redis_answers
+
+GATEWAY_ONLY=${GATEWAY_ONLY:-0}
+for arg in "$@"; do
+    case $arg in
+        --gateway-only) GATEWAY_ONLY=1 ;;
+        *) echo "usage: bash bench/gpu/fetch_wheels.sh [--gateway-only]" >&2; exit 2 ;;
+    esac
+done
 
 OUT=.gpu
 VLLM_SPEC="vllm==0.26.0"
@@ -40,6 +59,12 @@ GATEWAY_SMALL=(
     psycopg_pool==3.3.3 opentelemetry_api==1.45.2 opentelemetry_sdk==1.45.2
     opentelemetry_semantic_conventions==0.66b2
 )
+# --gateway-only: GATEWAY_SMALL and what the gateway takes from VLLM_SMALL, at the versions of
+# requirements.lock (the gateway's tests'; fastapi there is newer than vLLM's pin).
+GATEWAY_ONLY_SMALL=(
+    annotated_types==0.8.0 fastapi==0.165.0 pydantic==2.14.4 pydantic_core==2.50.5
+    python_multipart==0.0.34 starlette==1.10.0 typing_inspection==0.4.5 uvicorn==0.54.0
+)
 PLATFORMS=(manylinux1_x86_64 manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_24_x86_64
     manylinux_2_26_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 manylinux_2_31_x86_64)
 
@@ -51,6 +76,98 @@ download() {
         --implementation cp "${PLATFORMS[@]/#/--platform=}" -d "$dest" "$@" \
         2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
+
+# "git <commit>[ + local changes], WHAT <when>" and EXTRA to .gpu/small/revision.txt.
+write_revision() {
+    local revision what=$1 extra=${2:-}
+    revision="git $(git rev-parse --short HEAD)"
+    [[ -z $(git status --porcelain) ]] || revision+=" + local changes"
+    echo "$revision, $what $(date -u +%Y-%m-%dT%H:%M:%SZ)$extra" >"$OUT/small/revision.txt"
+}
+
+# A fingerprint of the Python files under gateway/, vllm_server/ and bench/: with
+# --gateway-only it goes to revision.txt, and bench/gpu/fairness_run.sh prints the same of the
+# tree it runs, so a tree changed since the fetch shows.
+tree_fingerprint() {
+    find gateway vllm_server bench -name '*.py' -type f | LC_ALL=C sort |
+        xargs -d '\n' sha256sum | sha256sum | cut -c1-12
+}
+
+# One version of each distribution: a wheel name starts with "<name>-<version>-".
+check_one_version() {
+    local dupes
+    dupes=$(find "$OUT/small" -maxdepth 1 -name '*.whl' -printf '%f\n' | cut -d- -f1 |
+        tr 'A-Z-' 'a-z_' | sort | uniq -d)
+    [[ -z $dupes ]] || { echo "two versions of: $dupes" >&2; exit 1; }
+}
+
+working_tree_bytes() {
+    git ls-files -co --exclude-standard -z |
+        { du -cb --files0-from=- 2>/dev/null || true; } | tail -1 | cut -f1
+}
+
+# .gpu/redis: redis-server (REDIS_SERVER, default the one on PATH) and every shared library it
+# loads but glibc's own, which must be the device's (its loader's); the newest glibc symbol
+# version they need goes to glibc-needed.txt. Then it is started here from there on a free
+# port, only the copied libraries on LD_LIBRARY_PATH, and must answer PING.
+copy_redis() {
+    local server dest=$OUT/redis lib port pid answered=0 here
+    server=$(command -v "${REDIS_SERVER:-redis-server}") ||
+        { echo "no redis-server here: apt-get install redis-server" >&2; exit 1; }
+    rm -rf "$dest"
+    mkdir -p "$dest/lib"
+    # Debian's redis-server is a link to redis-check-rdb, which acts by the name it is run as.
+    cp -L "$server" "$dest/redis-server"
+    while read -r lib; do
+        case $(basename "$lib") in
+            libc.so.* | libm.so.* | libpthread.so.* | libdl.so.* | librt.so.* | libresolv.so.* | \
+                ld-linux*) ;;
+            *) cp -L "$lib" "$dest/lib/" ;;
+        esac
+    done < <(ldd "$dest/redis-server" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+    grep -aoh 'GLIBC_2\.[0-9]*' "$dest/redis-server" "$dest"/lib/* | sort -uV | tail -1 |
+        cut -d_ -f2 >"$dest/glibc-needed.txt"
+    if LD_LIBRARY_PATH=$dest/lib ldd "$dest/redis-server" | grep -v -e "$dest/lib/" -e linux-vdso |
+        grep -v -E '/(libc|libm|libpthread|libdl|librt|libresolv)\.so|ld-linux' | grep .; then
+        echo "redis-server loads the above from outside $dest/lib" >&2
+        exit 1
+    fi
+    LD_LIBRARY_PATH=$dest/lib "$dest/redis-server" --version >"$dest/version.txt"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+    here=$PWD/$dest
+    (cd /tmp && exec env LD_LIBRARY_PATH="$here/lib" "$here/redis-server" \
+        --bind 127.0.0.1 --port "$port" --save "" --appendonly no >/dev/null 2>&1) &
+    pid=$!
+    for _ in $(seq 50); do
+        redis_answers "$port" && { answered=1; break; }
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    ((answered)) || { echo "the copied redis-server did not answer PING on $port" >&2; exit 1; }
+    echo "$dest: $(cut -d' ' -f1-3 "$dest/version.txt")," \
+        "$(find "$dest/lib" -type f | wc -l) libraries, needs glibc >=" \
+        "$(cat "$dest/glibc-needed.txt"); answered PING on port $port here"
+}
+
+if ((GATEWAY_ONLY)); then
+    rm -rf "$OUT/small"
+    mkdir -p "$OUT/small"
+    download "$OUT/small" "${GATEWAY_ONLY_SMALL[@]}" "${GATEWAY_SMALL[@]}"
+    write_revision "wheels fetched" ", tree $(tree_fingerprint)"
+    check_one_version
+    copy_redis
+    tree_bytes=$(working_tree_bytes)
+    small=$(du -sb "$OUT/small" | cut -f1)
+    redis=$(du -sb "$OUT/redis" | cut -f1)
+    limit=$((64 * 1024 * 1024))
+    total=$((tree_bytes + small + redis))
+    echo "working tree $tree_bytes + $OUT/small $small + $OUT/redis $redis bytes:" \
+        "$total of $limit bytes"
+    ((total <= limit)) || { echo "over the 64 MiB a call may carry" >&2; exit 1; }
+    exit 0
+fi
 
 mkdir -p "$OUT/vllm"
 download "$OUT/vllm" "$VLLM_SPEC"
@@ -78,17 +195,10 @@ git ls-files -co --exclude-standard -z | tar -c --null --ignore-failed-read -T -
     tar -x -C "$source"
 python3 -m pip wheel -q --no-deps "$source" -w "$OUT/small"
 rm -rf "$source"
-revision="git $(git rev-parse --short HEAD)"
-[[ -z $(git status --porcelain) ]] || revision+=" + local changes"
-echo "$revision, wheel built $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$OUT/small/revision.txt"
+write_revision "wheel built"
+check_one_version
 
-# One version of each distribution: a wheel name starts with "<name>-<version>-".
-dupes=$(ls "$OUT/small"/*.whl | xargs -n1 basename | cut -d- -f1 | tr 'A-Z-' 'a-z_' | sort |
-    uniq -d)
-[[ -z $dupes ]] || { echo "two versions of: $dupes" >&2; exit 1; }
-
-tree_bytes=$(git ls-files -co --exclude-standard -z |
-    { du -cb --files0-from=- 2>/dev/null || true; } | tail -1 | cut -f1)
+tree_bytes=$(working_tree_bytes)
 limit=$((64 * 1024 * 1024))
 echo "working tree (travels with every call): $tree_bytes bytes"
 for dir in "$OUT"/call-*; do
