@@ -311,10 +311,11 @@ class FairQueue:
             self._lender = None
 
     def _next_under_share(self) -> TenantLane | None:
-        if not self._backlogged:
-            return None
-        chosen = min(self._backlogged.values(), key=self._next_lane)
-        return chosen if self._under_share(chosen) else None
+        """The first lane in `_next_lane` order of those below their share. Not merely the
+        first lane, if that one is below: a tenant that held much on average may hold little
+        now, and come first while over its share (with several processes, often)."""
+        under = [lane for lane in self._backlogged.values() if self._under_share(lane)]
+        return min(under, key=self._next_lane) if under else None
 
     def _hand_on(self, lane: TenantLane | None) -> bool:
         """Give a slot to `lane`'s first waiter still waiting; False if it has none."""

@@ -356,3 +356,35 @@ def test_a_light_tenants_burst_is_not_a_heavy_tenant(
         return result
 
     assert run_in_virtual_time(scenario()) == (6, 8, quiet_admitted)
+
+
+def test_a_waiter_below_its_share_gets_a_freed_reserve_slot_behind_one_over_it() -> None:
+    """A budget of 12, 6 of them the reserve. The noisy tenant held all 12 for seconds; now
+    it holds none, so its waiters come first in the fair order, but on average it is far over
+    its share (3 of 12, by weight 1 of 4). A reserve slot that frees goes to the quiet
+    tenant's waiter (weight 3, its share 9, on average it has held little), not back to the
+    reserve while that waiter waits. (In virtual time.)"""
+
+    async def scenario() -> tuple[int, int]:
+        queue = FairQueue(12, 60, reserved_share=0.5, holding_window_s=2.0)
+        await recently_active(queue, "quiet")
+        admitted: list[str] = []
+        noisy = [Call(queue, "noisy", admitted) for _ in range(12)]
+        await asyncio.sleep(5)  # new, it took the reserve too; by now it is heavy
+        for call in noisy:
+            await call.done()
+        quiet = [Call(queue, "quiet", admitted, weight=3) for _ in range(12)]
+        await settle()  # the 6 open slots and the 6 of the reserve
+        noisy = [Call(queue, "noisy", admitted) for _ in range(3)]
+        waiting = Call(queue, "quiet", admitted, weight=3)
+        await settle()
+        before = admitted.count("quiet")
+        await quiet[-1].done()  # it held a reserve slot
+        await settle()
+        result = before, admitted.count("quiet")
+        for call in [*quiet, *noisy, waiting]:
+            call.finish.set()
+        await asyncio.gather(*(call.task for call in [*quiet, *noisy, waiting]))
+        return result
+
+    assert run_in_virtual_time(scenario()) == (12, 13)
