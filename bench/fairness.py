@@ -62,7 +62,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -350,9 +350,25 @@ RULES = {
 NOW_S = 1e-9  # a holding window this short: what a tenant holds is what it holds now
 
 
-def simulated_runs(
-    load: Load, process_counts: list[int], seeds: int
-) -> dict[str, dict[str, float | int]]:
+@dataclass
+class Report:
+    """Each run's figures, and each schedule's quiet p99 where a run pooled several."""
+
+    runs: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    by_schedule: dict[str, list[float]] = field(default_factory=dict)
+
+    def measure(
+        self, name: str, load: Load, seeds: int, run_one: Callable[[Load], list[Outcome]]
+    ) -> None:
+        schedules = over_schedules(load, seeds, run_one)
+        self.runs[name] = summarize(schedules, load)
+        if len(schedules) > 1:
+            p99s = [summarize([one], load)["quiet_ttft_p99_ms"] for one in schedules]
+            self.by_schedule[name] = p99s
+        print(name, self.runs[name], self.by_schedule.get(name, ""), flush=True)
+
+
+def simulated_runs(load: Load, process_counts: list[int], seeds: int, report: Report) -> None:
     """The simulated runs, each over `seeds` arrival schedules (the load's seed and the next
     ones), their requests pooled: one p99 over several times as many quiet requests."""
     plans: dict[str, tuple[list[str], int, bool, float | None, bool]] = {
@@ -364,12 +380,9 @@ def simulated_runs(
             name = f"noise, fair queue in {processes} processes, simulated, {how}"
             window = None if averaged else NOW_S
             plans[name] = ([*QUIET, NOISY], processes, lend, window, grow)
-    runs = {}
     for name, (tenants, processes, lend, window, grow) in plans.items():
         simulated = partial(simulated_run, tenants, processes, lend, window, grow)
-        runs[name] = summarize(over_schedules(load, seeds, simulated), load)
-        print(name, runs[name], flush=True)
-    return runs
+        report.measure(name, load, seeds, simulated)
 
 
 def simulated_run(
@@ -440,12 +453,8 @@ def baseline_of(name: str) -> str:
     return SIMULATED_BASELINE if "simulated" in name else "no noise"
 
 
-def markdown(
-    load: Load,
-    runs: dict[str, dict[str, float | int]],
-    by_schedule: dict[str, list[float]],
-    command: str,
-) -> str:
+def markdown(load: Load, report: Report, command: str) -> str:
+    runs, by_schedule = report.runs, report.by_schedule
     offered = load.quiet_rps * (len(QUIET) + load.noise_factor)
     lines = [
         "# Fair queuing under overload",
@@ -600,39 +609,32 @@ def main() -> int:
         "noise, first come first served": ([*QUIET, NOISY], False),
         "noise, fair queue": ([*QUIET, NOISY], True),
     }
-    runs: dict[str, dict[str, float | int]] = {}
-    by_schedule: dict[str, list[float]] = {}
-
-    def measure(name: str, run_one: Callable[[Load], list[Outcome]]) -> None:
-        schedules = over_schedules(load, args.schedules, run_one)
-        runs[name] = summarize(schedules, load)
-        if len(schedules) > 1:
-            by_schedule[name] = [summarize([one], load)["quiet_ttft_p99_ms"] for one in schedules]
-        print(name, runs[name], by_schedule.get(name, ""), flush=True)
-
+    report = Report()
     with running_server(argv, port, log_path) as standin:
         url = f"{standin.url}/v1/completions"
         direct: Routes = lambda tenant, n: (url, {})  # noqa: E731
         for name, (tenants, fair) in plans.items():
             if name == "no noise" or not args.baseline_only:
-                measure(name, partial(real_run, direct, tenants, fair, True))
+                report.measure(
+                    name, load, args.schedules, partial(real_run, direct, tenants, fair, True)
+                )
         if args.processes:
-            runs.update(simulated_runs(load, args.processes, args.simulation_seeds))
+            simulated_runs(load, args.processes, args.simulation_seeds, report)
         for instances, workers in args.through_gateways:
             shape = f"{instances} instance{'s' if instances > 1 else ''} x {workers} workers"
             with gateway_routes(standin.url, load, instances, workers) as routes:
-                for name, tenants in (("no noise", list(QUIET)), ("noise", [*QUIET, NOISY])):
+                for noise, tenants in (("no noise", list(QUIET)), ("noise", [*QUIET, NOISY])):
                     run_one = partial(real_run, routes, tenants, True, False)
-                    measure(f"{name}, fair queue in the gateway, {shape}", run_one)
+                    name = f"{noise}, fair queue in the gateway, {shape}"
+                    report.measure(name, load, args.schedules, run_one)
     command = "python -m bench.fairness " + " ".join(sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(
-        json.dumps({"load": asdict(load), "runs": runs, "by_schedule": by_schedule}, indent=2)
-        + "\n"
+        json.dumps({"load": asdict(load), **asdict(report)}, indent=2) + "\n"
     )
-    report = markdown(load, runs, by_schedule, command.strip())
-    args.out.with_suffix(".md").write_text(report)
-    print(report)
+    text = markdown(load, report, command.strip())
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
     return 0
 
 

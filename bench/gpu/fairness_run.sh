@@ -2,9 +2,9 @@
 # bench/fairness.py through real gateway processes on the lent machine's 16 CPU cores (its GPU
 # is not used), in one device call: the carried wheels into /tmp/site (no vLLM), the carried
 # redis-server on 127.0.0.1:6379 (bench.fairness's REDIS_URL), then
-#   python3 -m bench.fairness --through-gateways 1x1 1x4 2x1 --out $OUT/fairness-16core ARGS
-# with ARGS this script's own: a later --through-gateways or --out replaces the one above
-# (argparse keeps the last), e.g. --duration 20 --through-gateways 1x4.
+#   python3 -m bench.fairness ARGS
+# with ARGS this script's own, plus --through-gateways 1x1 1x4 2x1 and
+# --out $OUT/fairness-16core where ARGS name none, e.g. --schedules 3 --through-gateways 1x4.
 #
 #   bash bench/gpu/fetch_wheels.sh --gateway-only    # here, first: .gpu/small and .gpu/redis
 #   bash bench/gpu/fairness_run.sh [ARGS]            # on the device machine, carrying both
@@ -182,7 +182,10 @@ else
     log "the carried redis-server (PID $REDIS_PID) answers PING on 127.0.0.1:$REDIS_PORT"
 fi
 
-args=(--through-gateways 1x1 1x4 2x1 --out "$OUT/fairness-16core" "$@")
+# The defaults only where ARGS name none, so the report's re-run line is the command given.
+args=("$@")
+[[ " $* " == *" --through-gateways "* ]] || args=(--through-gateways 1x1 1x4 2x1 "${args[@]}")
+[[ " $* " == *" --out "* ]] || args+=(--out "$OUT/fairness-16core")
 log "python -m bench.fairness ${args[*]} (at most ${FAIRNESS_TIMEOUT_S} s)"
 started=$SECONDS
 rc=0

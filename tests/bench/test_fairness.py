@@ -9,6 +9,7 @@ from bench.fairness import (
     SIMULATED_BASELINE,
     Load,
     Outcome,
+    Report,
     simulated_runs,
     summarize,
 )
@@ -34,7 +35,9 @@ LOAD = Load(
 
 
 def test_four_processes_keep_quiet_tenants_within_a_fifth_of_no_noise() -> None:
-    runs = simulated_runs(LOAD, [4], seeds=5)
+    report = Report()
+    simulated_runs(LOAD, [4], 5, report)
+    runs = report.runs
     quiet = runs[SIMULATED_BASELINE]
     assert quiet["quiet_requests"] > 3000 and quiet["quiet_refused"] == 0
     rise = {
