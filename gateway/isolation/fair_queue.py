@@ -192,7 +192,12 @@ class FairQueue:
         so walking every tenant here costs the fast path nothing.
         """
         now = time.monotonic()
-        active_weight = sum(
+        return self._below(lane, now, self._active_weight(now, lane))
+
+    def _active_weight(self, now: float, lane: TenantLane | None = None) -> float:
+        """The weights of the tenants active now; `lane`'s always counts (a lane with
+        waiters is active anyway)."""
+        return sum(
             other.weight
             for other in self._lanes.values()
             if other is lane
@@ -200,6 +205,8 @@ class FairQueue:
             or other.waiters
             or now - other.last_active < self._window_s
         )
+
+    def _below(self, lane: TenantLane, now: float, active_weight: float) -> bool:
         return self._holding(lane, now) * active_weight < self._max * lane.weight
 
     def _holding(self, lane: TenantLane, now: float) -> float:
@@ -311,11 +318,18 @@ class FairQueue:
             self._lender = None
 
     def _next_under_share(self) -> TenantLane | None:
-        """The first lane in `_next_lane` order of those below their share. Not merely the
-        first lane, if that one is below: a tenant that held much on average may hold little
-        now, and come first while over its share (with several processes, often)."""
-        under = [lane for lane in self._backlogged.values() if self._under_share(lane)]
-        return min(under, key=self._next_lane) if under else None
+        """The first lane, in `_next_lane` order, of the waiting lanes below their share.
+        The first waiting lane may be over its share while others behind it are below: a
+        tenant that held much on average can hold little now (with several processes often,
+        once a process's slots went to quiet borrowers)."""
+        if not self._backlogged:
+            return None
+        now = time.monotonic()
+        active_weight = self._active_weight(now)  # the same for every waiting lane
+        below = [
+            lane for lane in self._backlogged.values() if self._below(lane, now, active_weight)
+        ]
+        return min(below, key=self._next_lane) if below else None
 
     def _hand_on(self, lane: TenantLane | None) -> bool:
         """Give a slot to `lane`'s first waiter still waiting; False if it has none."""
