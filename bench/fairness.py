@@ -497,9 +497,8 @@ def markdown(load: Load, report: Report, command: str) -> str:
     if by_schedule:
         lines += [
             "",
-            f"Each run above pools {len(next(iter(by_schedule.values())))} arrival schedules "
-            f"(seeds {load.seed} on); quiet TTFT p99 (ms) of each schedule alone, and vs "
-            "no noise on the same schedule:",
+            f"The runs that pool several arrival schedules (seeds {load.seed} on): quiet TTFT "
+            "p99 (ms) of each schedule alone, and vs no noise on the same schedule:",
             "",
         ]
         for name, p99s in by_schedule.items():
