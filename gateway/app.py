@@ -293,9 +293,9 @@ def create_app() -> GatewayApp:
 
     What the imports made lives as long as the process: frozen out of the collector's sight
     first, a full collection under load walks only what requests made
-    (bench/results/gc-pauses.md). Before the app is built, so that the collection this takes
-    (100 ms and more on a busy machine) comes before the worker counts itself in the
-    deployment's budget, not between that and its first accepted connection.
+    (bench/results/gc-pauses.md). Before the app is built, so that the full collection this
+    takes comes before the worker counts itself in the deployment's budget, not between that
+    and its first accepted connection (docs/isolation.md).
     """
     gc.collect()
     gc.freeze()
